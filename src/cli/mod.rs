@@ -1,0 +1,11 @@
+//! One thin file per subcommand: parse, call the library, print.
+pub mod data;
+pub mod eval;
+pub mod fit;
+pub mod init;
+pub mod plot;
+pub mod prepare;
+pub mod score;
+pub mod sweep;
+pub mod train;
+pub mod vocab;

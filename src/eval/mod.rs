@@ -1,0 +1,1 @@
+//! Evaluation: multiple-choice benchmarks, perplexity / bits per byte, per-document scores.

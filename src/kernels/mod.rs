@@ -1,0 +1,1 @@
+//! Fused kernels (CUDA under the `cuda` feature) with CPU fallbacks, as candle custom ops.

@@ -1,0 +1,16 @@
+//! `cpt`: continual pre-training of Llama-family language models.
+//!
+//! The path of a token: `data` (sources -> token shards -> sampler windows) feeds
+//! `train` (loop, optimiser, schedule, checkpoints), which drives `model` (one decoder for
+//! Llama/Qwen2/Mistral with a backward for every op). `eval` scores checkpoints with the
+//! same forward path; `vocab` extends tokenizers; `sweep` runs and fits proxy grids.
+
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod kernels;
+pub mod model;
+pub mod sweep;
+pub mod train;
+pub mod util;
+pub mod vocab;

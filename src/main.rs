@@ -1,0 +1,58 @@
+//! The `cpt` binary: parses arguments and hands each subcommand to `cli::<name>::run`.
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Continual pre-training for Llama-family language models.
+#[derive(Parser)]
+#[command(name = "cpt", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a randomly initialised model in Hugging Face layout (with a tokenizer).
+    Init(cli::init::InitArgs),
+    /// Tokenize corpus sources into memory-mapped token shards (cached by a manifest).
+    Prepare(cli::prepare::PrepareArgs),
+    /// Inspect the data plan of a training config without training.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
+    /// Continue pre-training a model as a YAML config describes.
+    Train(cli::train::TrainArgs),
+    /// Score a checkpoint on multiple-choice benchmarks or perplexity sets.
+    Eval(cli::eval::EvalArgs),
+    /// Per-document loss / perplexity under a model, for curricula and data selection.
+    Score(cli::score::ScoreArgs),
+    /// Turn a metrics JSONL file into PNG/SVG charts.
+    Plot(cli::plot::PlotArgs),
+    /// Extend a tokenizer's vocabulary and resize the model to match.
+    #[command(subcommand)]
+    Vocab(cli::vocab::VocabCommand),
+    /// Run a grid of proxy training runs (mixture ratio x learning rate, sizes, budgets).
+    Sweep(cli::sweep::SweepArgs),
+    /// Fit mixing laws, the LR-ratio relation and compute laws to sweep results.
+    Fit(cli::fit::FitArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => cli::init::run(a),
+        Command::Prepare(a) => cli::prepare::run(a),
+        Command::Data(c) => cli::data::run(c),
+        Command::Train(a) => cli::train::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Score(a) => cli::score::run(a),
+        Command::Plot(a) => cli::plot::run(a),
+        Command::Vocab(c) => cli::vocab::run(c),
+        Command::Sweep(a) => cli::sweep::run(a),
+        Command::Fit(a) => cli::fit::run(a),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1 @@
+//! Proxy sweeps (`cpt sweep`) and the laws fitted to their results (`cpt fit`).

@@ -1,0 +1,2 @@
+//! Training: the loop, the optimiser with saveable state, LR schedules, guard rails, and
+//! atomic run checkpoints.
