@@ -10,7 +10,8 @@ ASCII-string operations whose output is computed by a Python mirror of the
 same operations.  Same seed, same files, byte for byte.
 
     python3 scripts/make_synthetic_qa.py            # writes corpus/sample/...
-    python3 scripts/make_synthetic_qa.py --check    # regenerates and compares
+    python3 scripts/make_synthetic_qa.py --check    # regenerates and compares, then
+                                                    # validates every JSONL file of the corpus
 """
 import argparse
 import contextlib
@@ -833,6 +834,50 @@ CODE_GENERATORS = [py_sum_squares, py_filter, py_palindrome, py_vowels, py_gcd, 
                    rs_product, rs_position, rs_checked, rs_btreemap]
 
 
+# ---------------------------------------------------------------- validation
+FIELDS = ("id", "lang", "topic", "text")
+LANGS = ("zh", "en")
+TOPICS = ("science", "history", "geography", "literature", "technology", "health", "economy", "daily_life", "math", "code")
+MIN_CHARS, MAX_CHARS = 100, 1500
+
+
+def validate_corpus(root):
+    """Check every JSONL file under root: UTF-8, one JSON object per line with exactly the
+    documented fields and values, document length within bounds, ids and texts unique."""
+    problems, ids, texts, n_docs = [], {}, {}, 0
+    for path in sorted(root.rglob("*.jsonl")):
+        rel = path.relative_to(root)
+        try:
+            lines = path.read_bytes().decode("utf-8").split("\n")
+        except UnicodeDecodeError as e:
+            problems.append(f"{rel}: not UTF-8 ({e})")
+            continue
+        if lines[-1] != "":
+            problems.append(f"{rel}: last line has no trailing newline")
+        for line_no, line in enumerate(lines[:-1], start=1):
+            where = f"{rel}:{line_no}"
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{where}: invalid JSON ({e})")
+                continue
+            if not isinstance(doc, dict) or tuple(sorted(doc)) != tuple(sorted(FIELDS)):
+                problems.append(f"{where}: fields must be exactly {FIELDS}")
+                continue
+            n_docs += 1
+            if doc["lang"] not in LANGS:
+                problems.append(f"{where}: lang {doc['lang']!r} not in {LANGS}")
+            if doc["topic"] not in TOPICS:
+                problems.append(f"{where}: topic {doc['topic']!r} not in {TOPICS}")
+            if not MIN_CHARS <= len(doc["text"]) <= MAX_CHARS:
+                problems.append(f"{where}: text has {len(doc['text'])} characters, outside {MIN_CHARS}-{MAX_CHARS}")
+            for seen, key, what in ((ids, doc["id"], "id"), (texts, doc["text"], "text")):
+                if key in seen:
+                    problems.append(f"{where}: duplicate {what} (first at {seen[key]})")
+                seen[key] = where
+    return n_docs, problems
+
+
 # ------------------------------------------------------------------- driver
 def generate(rng, count, make, seen):
     docs = []
@@ -899,6 +944,12 @@ def main():
         sys.exit(f"out of date (rerun scripts/make_synthetic_qa.py): {', '.join(stale)}")
     if args.check:
         print("synthetic files are up to date")
+        n_docs, problems = validate_corpus(args.out)
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            sys.exit(f"{len(problems)} problem(s) under {args.out.name}/")
+        print(f"{n_docs} documents under {args.out.name}/ are valid")
 
 
 if __name__ == "__main__":
