@@ -251,7 +251,7 @@ def sci_gas(rng, lang):
               f"Then p = nRT/V = {num(n, 1)} × 8.314 × {num(T, 2)} / {num(V_l / 1000, 4)} ≈ {num(P, 0)} Pa, which is about {num(P / 1000, 1)} kPa.")
 
 
-def _composition_sum(comp, lang):
+def _composition_sum(comp):
     parts = [f"{n} × {ATOMIC_WEIGHT[el]}" if n > 1 else f"{ATOMIC_WEIGHT[el]}" for el, n in comp.items()]
     names = ", ".join(f"{el} {ATOMIC_WEIGHT[el]}" for el in comp)
     return " + ".join(parts), names
@@ -260,7 +260,7 @@ def _composition_sum(comp, lang):
 def sci_molar_mass(rng, lang):
     formula, comp, en, zh = rng.choice(COMPOUNDS)
     M = molar_mass(comp)
-    terms, names = _composition_sum(comp, lang)
+    terms, names = _composition_sum(comp)
     if rng.random() < 0.4:
         if lang == "zh":
             return qa(lang, f"{zh}（{formula}）的摩尔质量是多少？",
