@@ -67,6 +67,17 @@ pub struct CausalLm {
     source_dir: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for CausalLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLm")
+            .field("architecture", &self.config.architecture)
+            .field("parameters", &self.num_parameters())
+            .field("compute_dtype", &self.compute_dtype)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
 /// Every parameter of a config: HF name, shape and initialisation, in a stable order.
 pub fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, InitKind)> {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);

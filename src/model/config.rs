@@ -249,9 +249,22 @@ impl ModelConfig {
             }
         };
 
-        // Qwen2 carries a `sliding_window` value that only applies with `use_sliding_window`.
+        // Qwen2 carries a `sliding_window` value that only applies with `use_sliding_window`
+        // (transformers 5 spells the same thing as "sliding_attention" in `layer_types`).
+        let any_sliding_layer = match f.get("layer_types") {
+            None => false,
+            Some(v) => v
+                .as_array()
+                .context("field `layer_types`: expected a list")?
+                .iter()
+                .any(|t| t.as_str() == Some("sliding_attention")),
+        };
         let sliding_window = match architecture {
-            Architecture::Qwen2 if f.bool_opt("use_sliding_window")? != Some(true) => None,
+            Architecture::Qwen2
+                if f.bool_opt("use_sliding_window")? != Some(true) && !any_sliding_layer =>
+            {
+                None
+            }
             _ => f.usize_opt("sliding_window")?,
         };
 
