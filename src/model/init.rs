@@ -279,3 +279,117 @@ pub fn write_generation_config(dir: &Path, config: &ModelConfig) -> Result<()> {
     let path = dir.join("generation_config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))
 }
+
+/// Where `cpt init` takes its tokenizer from.
+#[derive(Debug, Clone)]
+pub enum TokenizerSource {
+    /// A `tokenizer.json` file, or a directory holding one (its tokenizer_config.json and
+    /// special_tokens_map.json are copied too).
+    Existing(PathBuf),
+    /// Train a byte-level BPE with this many ids on these text files.
+    Train { files: Vec<PathBuf>, vocab_size: usize },
+}
+
+/// Everything `cpt init` needs.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub arch: Architecture,
+    pub preset: Preset,
+    pub sizes: SizeOverrides,
+    pub tokenizer: TokenizerSource,
+    /// Model vocabulary when larger than the tokenizer's (padding rows, as many models have).
+    pub vocab_size: Option<usize>,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub dtype: candle_core::DType,
+    /// Allow writing into an existing non-empty directory.
+    pub force: bool,
+}
+
+/// What `init_model_dir` wrote.
+#[derive(Debug, Clone)]
+pub struct InitSummary {
+    pub config: ModelConfig,
+    pub parameters: usize,
+    pub non_embedding_parameters: usize,
+}
+
+/// Writes a randomly initialised model in HF layout: config.json, model.safetensors,
+/// tokenizer.json, tokenizer_config.json, generation_config.json.
+pub fn init_model_dir(spec: &InitSpec) -> Result<InitSummary> {
+    use super::causal_lm::{CausalLm, SaveOptions};
+    use super::tokenizer::Tokenizer;
+
+    let out = &spec.out;
+    if out.exists() {
+        let non_empty = std::fs::read_dir(out)
+            .with_context(|| format!("listing {}", out.display()))?
+            .next()
+            .is_some();
+        if non_empty && !spec.force {
+            bail!("output directory {} exists and is not empty (use --force to overwrite)", out.display());
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let max_len = spec.sizes.max_position_embeddings.unwrap_or(spec.preset.max_position_embeddings);
+
+    // Tokenizer first: it fixes the vocabulary and the special ids.
+    let tok_path = out.join("tokenizer.json");
+    match &spec.tokenizer {
+        TokenizerSource::Existing(src) => {
+            let (src_file, src_dir) = if src.is_dir() {
+                (src.join("tokenizer.json"), Some(src.as_path()))
+            } else {
+                (src.clone(), None)
+            };
+            if !src_file.is_file() {
+                bail!("tokenizer file {} does not exist", src_file.display());
+            }
+            std::fs::copy(&src_file, &tok_path)
+                .with_context(|| format!("copying {} to {}", src_file.display(), tok_path.display()))?;
+            if let Some(dir) = src_dir {
+                for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+                    if dir.join(name).is_file() {
+                        std::fs::copy(dir.join(name), out.join(name))
+                            .with_context(|| format!("copying {}", dir.join(name).display()))?;
+                    }
+                }
+            }
+            if !out.join("tokenizer_config.json").exists() {
+                let tok = Tokenizer::from_file(&tok_path)?;
+                let name = |id: Option<u32>| id.and_then(|i| tok.inner().id_to_token(i));
+                let bos = name(tok.bos_id()).with_context(|| {
+                    format!("{}: no BOS token found (give a directory with tokenizer_config.json)", src_file.display())
+                })?;
+                let eos = name(tok.eos_id()).with_context(|| {
+                    format!("{}: no EOS token found (give a directory with tokenizer_config.json)", src_file.display())
+                })?;
+                write_tokenizer_config(out, &bos, &eos, None, max_len)?;
+            }
+        }
+        TokenizerSource::Train { files, vocab_size } => {
+            let tok = train_bpe_tokenizer(files, *vocab_size)?;
+            tok.save(&tok_path, false)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tok_path.display()))?;
+            write_tokenizer_config(out, BOS_TOKEN, EOS_TOKEN, Some(PAD_TOKEN), max_len)?;
+        }
+    }
+    // The tokenizer as `cpt` will read it back (tokenizer_config.json decides BOS/EOS).
+    let tokenizer = Tokenizer::from_dir(out)?;
+    let tok_vocab = tokenizer.vocab_size();
+    let vocab_size = match spec.vocab_size {
+        Some(v) if v < tok_vocab => {
+            bail!("--vocab-size {v} is smaller than the tokenizer's {tok_vocab} ids")
+        }
+        Some(v) => v,
+        None => tok_vocab,
+    };
+
+    let config = build_config(spec.arch, &spec.preset, &spec.sizes, vocab_size, tokenizer.bos_id(), tokenizer.eos_id())?;
+    let model = CausalLm::new_random(config.clone(), spec.seed, &candle_core::Device::Cpu, candle_core::DType::F32)?;
+    model.save_pretrained(out, &SaveOptions { dtype: spec.dtype, max_shard_bytes: 0, assets_from: None })?;
+    write_generation_config(out, &config)?;
+    let parameters = model.num_parameters();
+    let embedding = vocab_size * config.hidden_size;
+    Ok(InitSummary { config, parameters, non_embedding_parameters: parameters - embedding })
+}

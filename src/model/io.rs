@@ -200,12 +200,24 @@ pub fn save_safetensors_dir(
         let path = dir.join(&file_name);
         safetensors::serialize_to_file(data.iter().map(|(n, b)| (n.as_str(), b)), metadata.clone(), &path)
             .with_context(|| format!("writing {}", path.display()))?;
+        make_world_readable(&path)?;
     }
     if n > 1 {
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
         let path = dir.join(INDEX_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&index)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// safetensors creates files readable by the owner only; checkpoints are meant to be shared.
+fn make_world_readable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", path.display()))?;
     }
     Ok(())
 }
