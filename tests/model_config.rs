@@ -31,7 +31,15 @@ fn err_of(v: &Value) -> String {
 fn llama32_classic_form() {
     let c = parse(&llama32_classic()).unwrap();
     assert_eq!(c.architecture, Architecture::Llama);
-    assert_eq!((c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim), (2048, 32, 8, 64));
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim
+        ),
+        (2048, 32, 8, 64)
+    );
     assert!(c.tie_word_embeddings);
     assert_eq!(c.rope_theta, 500000.0);
     assert_eq!(
@@ -61,7 +69,10 @@ fn rope_parameters_form_reads_the_same() {
 fn legacy_type_key_and_linear_scaling() {
     let mut v = llama32_classic();
     v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
-    assert_eq!(parse(&v).unwrap().rope_scaling, RopeScaling::Linear { factor: 2.0 });
+    assert_eq!(
+        parse(&v).unwrap().rope_scaling,
+        RopeScaling::Linear { factor: 2.0 }
+    );
     v["rope_scaling"] = Value::Null;
     assert_eq!(parse(&v).unwrap().rope_scaling, RopeScaling::None);
 }
@@ -113,9 +124,21 @@ fn unsupported_options_name_their_field() {
         ("attention_bias", json!(true), "attention_bias"),
         ("mlp_bias", json!(true), "mlp_bias"),
         ("attention_dropout", json!(0.1), "attention_dropout"),
-        ("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0}), "rope_type"),
-        ("rope_scaling", json!({"rope_type": "dynamic", "factor": 4.0}), "rope_scaling"),
-        ("rope_scaling", json!({"rope_type": "llama3", "factor": 8.0}), "low_freq_factor"),
+        (
+            "rope_scaling",
+            json!({"rope_type": "yarn", "factor": 4.0}),
+            "rope_type",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": "dynamic", "factor": 4.0}),
+            "rope_scaling",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": "llama3", "factor": 8.0}),
+            "low_freq_factor",
+        ),
         ("num_key_value_heads", json!(5), "num_key_value_heads"),
         ("hidden_size", json!("big"), "hidden_size"),
         ("vocab_size", json!(-3), "vocab_size"),
@@ -124,7 +147,10 @@ fn unsupported_options_name_their_field() {
         let mut v = llama32_classic();
         v[field] = value.clone();
         let e = err_of(&v);
-        assert!(e.contains(must_mention), "setting {field}={value}: error `{e}` does not name `{must_mention}`");
+        assert!(
+            e.contains(must_mention),
+            "setting {field}={value}: error `{e}` does not name `{must_mention}`"
+        );
     }
     let mut v = llama32_classic();
     v.as_object_mut().unwrap().remove("intermediate_size");

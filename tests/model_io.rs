@@ -10,7 +10,10 @@ use cpt::model::io::{load_safetensors_dir, save_safetensors_dir};
 use cpt::model::{Architecture, CausalLm, ModelConfig, SaveOptions};
 
 fn tiny_config(arch: Architecture, tied: bool) -> ModelConfig {
-    let o = SizeOverrides { tie_word_embeddings: Some(tied), ..Default::default() };
+    let o = SizeOverrides {
+        tie_word_embeddings: Some(tied),
+        ..Default::default()
+    };
     build_config(arch, &preset("tiny").unwrap(), &o, 50, Some(0), Some(1)).unwrap()
 }
 
@@ -35,23 +38,45 @@ fn load_error_after(edit: impl FnOnce(&mut HashMap<String, Tensor>), tied: bool)
 }
 
 fn sample_ids() -> Tensor {
-    Tensor::new(&[[0u32, 5, 17, 3, 49, 8, 8, 2], [1, 2, 3, 4, 5, 6, 7, 9]], &Device::Cpu).unwrap()
+    Tensor::new(
+        &[[0u32, 5, 17, 3, 49, 8, 8, 2], [1, 2, 3, 4, 5, 6, 7, 9]],
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn assert_same_params(a: &CausalLm, b: &CausalLm, round_to: DType) {
     assert_eq!(a.named_parameters().len(), b.named_parameters().len());
     for ((na, va), (nb, vb)) in a.named_parameters().iter().zip(b.named_parameters()) {
         assert_eq!(na, nb);
-        let want = va.as_tensor().to_dtype(round_to).unwrap().to_dtype(DType::F32).unwrap();
-        let diff = (want - vb.as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let want = va
+            .as_tensor()
+            .to_dtype(round_to)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let diff = (want - vb.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0, "{na} changed in the round trip");
     }
 }
 
 #[test]
 fn missing_tensor_is_named() {
-    let e = load_error_after(|t| drop(t.remove("model.layers.1.mlp.up_proj.weight")), true);
-    assert!(e.contains("missing tensor `model.layers.1.mlp.up_proj.weight`"), "{e}");
+    let e = load_error_after(
+        |t| drop(t.remove("model.layers.1.mlp.up_proj.weight")),
+        true,
+    );
+    assert!(
+        e.contains("missing tensor `model.layers.1.mlp.up_proj.weight`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -63,17 +88,37 @@ fn missing_untied_head_is_named() {
 #[test]
 fn unexpected_tensor_is_named_but_rotary_buffers_are_ignored() {
     let extra = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
-    let e = load_error_after(|t| drop(t.insert("model.layers.0.self_attn.extra.weight".into(), extra.clone())), true);
-    assert!(e.contains("unexpected tensor `model.layers.0.self_attn.extra.weight`"), "{e}");
-    let e = load_error_after(|t| drop(t.insert("model.layers.0.self_attn.rotary_emb.inv_freq".into(), extra)), true);
+    let e = load_error_after(
+        |t| {
+            drop(t.insert(
+                "model.layers.0.self_attn.extra.weight".into(),
+                extra.clone(),
+            ))
+        },
+        true,
+    );
+    assert!(
+        e.contains("unexpected tensor `model.layers.0.self_attn.extra.weight`"),
+        "{e}"
+    );
+    let e = load_error_after(
+        |t| drop(t.insert("model.layers.0.self_attn.rotary_emb.inv_freq".into(), extra)),
+        true,
+    );
     assert_eq!(e, "loaded");
 }
 
 #[test]
 fn misshaped_tensor_is_named() {
     let wrong = Tensor::zeros((64, 2), DType::F32, &Device::Cpu).unwrap();
-    let e = load_error_after(|t| drop(t.insert("model.layers.0.self_attn.k_proj.weight".into(), wrong)), true);
-    assert!(e.contains("`model.layers.0.self_attn.k_proj.weight` has shape [64, 2], expected [32, 64]"), "{e}");
+    let e = load_error_after(
+        |t| drop(t.insert("model.layers.0.self_attn.k_proj.weight".into(), wrong)),
+        true,
+    );
+    assert!(
+        e.contains("`model.layers.0.self_attn.k_proj.weight` has shape [64, 2], expected [32, 64]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -83,31 +128,52 @@ fn integer_tensor_is_named() {
     let path = dir.path().join("model.safetensors");
     candle_core::safetensors::save(&HashMap::from([("model.norm.weight", ints)]), &path).unwrap();
     let e = format!("{:#}", load_safetensors_dir(dir.path()).unwrap_err());
-    assert!(e.contains("model.norm.weight") && e.contains("dtype"), "{e}");
+    assert!(
+        e.contains("model.norm.weight") && e.contains("dtype"),
+        "{e}"
+    );
 }
 
 #[test]
 fn broken_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let e = format!("{:#}", CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap_err());
+    let e = format!(
+        "{:#}",
+        CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap_err()
+    );
     assert!(e.contains("config.json"), "{e}");
 
     saved_model(Architecture::Llama, true, dir.path());
     std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
-    let e = format!("{:#}", CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap_err());
+    let e = format!(
+        "{:#}",
+        CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap_err()
+    );
     assert!(e.contains("model.safetensors"), "{e}");
 
     let index = r#"{"metadata": {}, "weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}}"#;
     std::fs::write(dir.path().join("model.safetensors.index.json"), index).unwrap();
-    let e = format!("{:#}", CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap_err());
+    let e = format!(
+        "{:#}",
+        CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap_err()
+    );
     assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
 }
 
 #[test]
 fn sharded_round_trip_and_stale_files_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let model = CausalLm::new_random(tiny_config(Architecture::Qwen2, false), 3, &Device::Cpu, DType::F32).unwrap();
-    let opts = SaveOptions { max_shard_bytes: 40_000, ..Default::default() };
+    let model = CausalLm::new_random(
+        tiny_config(Architecture::Qwen2, false),
+        3,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let opts = SaveOptions {
+        max_shard_bytes: 40_000,
+        ..Default::default()
+    };
     model.save_pretrained(dir.path(), &opts).unwrap();
     let shards: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -132,7 +198,8 @@ fn sharded_round_trip_and_stale_files_removed() {
     assert_eq!(diff, 0.0);
 
     // Saving again unsharded leaves exactly one weights file.
-    back.save_pretrained(dir.path(), &SaveOptions::default()).unwrap();
+    back.save_pretrained(dir.path(), &SaveOptions::default())
+        .unwrap();
     assert!(dir.path().join("model.safetensors").exists());
     assert!(!dir.path().join("model.safetensors.index.json").exists());
     assert!(!dir.path().join(&shards[0]).exists());
@@ -142,13 +209,31 @@ fn sharded_round_trip_and_stale_files_removed() {
 fn bf16_and_f16_saves_load_back() {
     for (dtype, name) in [(DType::BF16, "bfloat16"), (DType::F16, "float16")] {
         let dir = tempfile::tempdir().unwrap();
-        let model = CausalLm::new_random(tiny_config(Architecture::Llama, true), 11, &Device::Cpu, DType::F32).unwrap();
-        model.save_pretrained(dir.path(), &SaveOptions { dtype, ..Default::default() }).unwrap();
+        let model = CausalLm::new_random(
+            tiny_config(Architecture::Llama, true),
+            11,
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        model
+            .save_pretrained(
+                dir.path(),
+                &SaveOptions {
+                    dtype,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let stored = load_safetensors_dir(dir.path()).unwrap();
         assert!(stored.values().all(|t| t.dtype() == dtype));
-        assert!(!stored.contains_key("lm_head.weight"), "tied models store no lm_head");
+        assert!(
+            !stored.contains_key("lm_head.weight"),
+            "tied models store no lm_head"
+        );
         let cfg: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
         assert_eq!(cfg["torch_dtype"], name);
         let back = CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap();
         assert_same_params(&model, &back, dtype);
@@ -159,19 +244,32 @@ fn bf16_and_f16_saves_load_back() {
 fn tokenizer_and_generation_files_are_copied() {
     let src = tempfile::tempdir().unwrap();
     let model = saved_model(Architecture::Llama, true, src.path());
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         std::fs::write(src.path().join(f), format!("{{\"file\": \"{f}\"}}")).unwrap();
     }
     let loaded = CausalLm::from_pretrained(src.path(), &Device::Cpu, DType::F32).unwrap();
     let out = tempfile::tempdir().unwrap();
-    loaded.save_pretrained(out.path(), &SaveOptions::default()).unwrap();
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    loaded
+        .save_pretrained(out.path(), &SaveOptions::default())
+        .unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(out.path().join(f).exists(), "{f} not copied");
     }
     assert!(!out.path().join("special_tokens_map.json").exists());
     // Explicit source for a model that was not loaded from disk.
     let out2 = tempfile::tempdir().unwrap();
-    let opts = SaveOptions { assets_from: Some(src.path().to_path_buf()), ..Default::default() };
+    let opts = SaveOptions {
+        assets_from: Some(src.path().to_path_buf()),
+        ..Default::default()
+    };
     model.save_pretrained(out2.path(), &opts).unwrap();
     assert!(out2.path().join("tokenizer.json").exists());
 }
@@ -203,20 +301,42 @@ fn transformers_loads_saved_models_with_same_logits() {
         let mut config = tiny_config(arch, tied);
         config.initializer_range = 0.3; // large weights: logits far from uniform
         let model = CausalLm::new_random(config, 5, &Device::Cpu, DType::F32).unwrap();
-        model.save_pretrained(dir.path(), &SaveOptions { dtype, max_shard_bytes: shard, ..Default::default() }).unwrap();
+        model
+            .save_pretrained(
+                dir.path(),
+                &SaveOptions {
+                    dtype,
+                    max_shard_bytes: shard,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         // Compare what was stored (rounded to `dtype`), as transformers sees it.
         let stored = CausalLm::from_pretrained(dir.path(), &Device::Cpu, DType::F32).unwrap();
         let ids = sample_ids();
         let logits = stored.forward(&ids, None).unwrap();
         let expected = dir.path().join("expected.safetensors");
-        let data = HashMap::from([("input_ids", ids.to_dtype(DType::I64).unwrap()), ("logits", logits)]);
+        let data = HashMap::from([
+            ("input_ids", ids.to_dtype(DType::I64).unwrap()),
+            ("logits", logits),
+        ]);
         candle_core::safetensors::save(&data, &expected).unwrap();
         args.push(dir.path().display().to_string());
         args.push(expected.display().to_string());
     }
     let out = Command::new("python3").args(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "transformers check failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "transformers check failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.contains("max |logit diff|")).count(), 3);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("max |logit diff|"))
+            .count(),
+        3
+    );
 }
