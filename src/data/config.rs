@@ -15,12 +15,10 @@ pub struct DataConfig {
     /// `model.path`.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
-    /// Where `cpt prepare` writes token shards (default `.cpt-cache/data`).
+    /// Where `cpt prepare` writes token shards (default: `data-cache` beside the run
+    /// directory; see `resolve_cache_dir`).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    /// Window length used by `cpt data inspect` when the caller gives none.
-    #[serde(default)]
-    pub seq_len: Option<usize>,
     /// Prepend BOS to every document (off by default: most base models' CPT recipes only
     /// separate documents with EOS).
     #[serde(default)]
@@ -42,6 +40,7 @@ pub struct DataConfig {
     /// Cached shards made with another tokenizer: `rebuild` them or `refuse` with an error.
     #[serde(default)]
     pub on_tokenizer_change: TokenizerChangePolicy,
+    #[serde(default)]
     pub sources: Vec<SourceConfig>,
     /// Training stages in order; none means one open-ended stage using each source's `weight`
     /// (or, when no source has one, the natural token proportions).
@@ -59,6 +58,30 @@ pub struct DataConfig {
 
 fn default_true() -> bool {
     true
+}
+
+/// No sources (which `validate` rejects): the value a training config gets when it has no
+/// `data:` section.
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            tokenizer: None,
+            cache_dir: None,
+            add_bos: false,
+            add_eos: true,
+            bos_token: None,
+            eos_token: None,
+            dedup: true,
+            on_malformed: MalformedPolicy::default(),
+            on_tokenizer_change: TokenizerChangePolicy::default(),
+            sources: Vec::new(),
+            stages: Vec::new(),
+            sampler: SamplerConfig::default(),
+            validation: ValidationConfig::default(),
+            curriculum: None,
+            mixing: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -379,6 +402,10 @@ pub(crate) fn from_yaml_with_path<T: serde::de::DeserializeOwned>(text: &str, wh
 struct TrainingView {
     #[serde(default)]
     model: Option<ModelView>,
+    #[serde(default)]
+    run: Option<RunView>,
+    #[serde(default)]
+    batch: Option<BatchView>,
     data: DataConfig,
 }
 
@@ -388,18 +415,40 @@ struct ModelView {
     path: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+struct RunView {
+    #[serde(default)]
+    out_dir: Option<PathBuf>,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct BatchView {
+    #[serde(default)]
+    seq_len: Option<usize>,
+}
+
 /// What `cpt prepare` / `cpt data inspect` read from `--config`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadedDataConfig {
     pub data: DataConfig,
     /// `model.path` of a training config, when there is one.
     pub model_path: Option<PathBuf>,
+    /// `run.out_dir`, `run.seed` and `batch.seq_len` of a training config.
+    pub run_dir: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub seq_len: Option<usize>,
 }
 
 impl LoadedDataConfig {
     /// Tokenizer location: `data.tokenizer`, else `model.path`.
     pub fn tokenizer_path(&self) -> Option<&Path> {
         self.data.tokenizer.as_deref().or(self.model_path.as_deref())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data.resolve_cache_dir(self.run_dir.as_deref())
     }
 }
 
@@ -417,15 +466,33 @@ impl DataConfig {
         let is_training = value.as_mapping().is_some_and(|m| m.contains_key("data"));
         let loaded = if is_training {
             let view: TrainingView = from_yaml_with_path(text, origin)?;
-            LoadedDataConfig { data: view.data, model_path: view.model.and_then(|m| m.path) }
+            LoadedDataConfig {
+                data: view.data,
+                model_path: view.model.and_then(|m| m.path),
+                run_dir: view.run.as_ref().and_then(|r| r.out_dir.clone()),
+                seed: view.run.as_ref().and_then(|r| r.seed),
+                seq_len: view.batch.and_then(|b| b.seq_len),
+            }
         } else {
             let data: DataConfig = from_yaml_with_path(text, origin).map_err(|e| {
                 e.context("(a standalone data config; a training config has a top-level `data:` key)")
             })?;
-            LoadedDataConfig { data, model_path: None }
+            LoadedDataConfig { data, ..Default::default() }
         };
         loaded.data.validate().with_context(|| format!("invalid config {origin}"))?;
         Ok(loaded)
+    }
+
+    /// `cache_dir`, else `data-cache` beside the run directory (shared by the runs there),
+    /// else `data-cache` in the working directory.
+    pub fn resolve_cache_dir(&self, run_dir: Option<&Path>) -> PathBuf {
+        if let Some(dir) = &self.cache_dir {
+            return dir.clone();
+        }
+        match run_dir.and_then(Path::parent) {
+            Some(parent) => parent.join("data-cache"),
+            None => PathBuf::from("data-cache"),
+        }
     }
 
     pub fn source_index(&self, name: &str) -> Option<usize> {
