@@ -8,6 +8,10 @@ torch.nn.utils.clip_grad_norm_. Stored per case in tests/fixtures/optim/<case>.s
 (init.<name>, grad.<step>.<name>, param.<step>.<name>, state tensors after the last step)
 and <case>.json (settings, per-step lr and pre-clip gradient norm).
 
+It also records learning rates of reference schedulers (HF transformers' LambdaLR
+schedules and torch's CosineAnnealingLR), step by step, in
+tests/fixtures/optim/schedules.json for tests/schedule_*.rs.
+
 Run: python3 scripts/make_optim_fixtures.py
 """
 import json
@@ -99,8 +103,51 @@ CASES = {
 }
 
 
+def schedule_trace(make, steps, base_lr=1.0):
+    """lr seen by each step 0..steps-1 (read before scheduler.step(), as a training loop does)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
+    sched = make(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def schedules():
+    from transformers import optimization as hf
+
+    peak = 3e-4
+    cases = []
+
+    def add(name, spec, steps, make):
+        cases.append(dict(name=name, spec=spec, peak_lr=peak, lrs=schedule_trace(make, steps, peak)))
+
+    add("hf_cosine_warmup", dict(kind="cosine", warmup=10, total=100), 110,
+        lambda o: hf.get_cosine_schedule_with_warmup(o, 10, 100))
+    add("hf_linear_warmup", dict(kind="linear", warmup=7, total=50), 60,
+        lambda o: hf.get_linear_schedule_with_warmup(o, 7, 50))
+    add("hf_cosine_min_lr", dict(kind="cosine", warmup=5, total=80, min_lr_ratio=0.1), 90,
+        lambda o: hf.get_cosine_with_min_lr_schedule_with_warmup(o, 5, 80, min_lr_rate=0.1))
+    add("hf_constant_warmup", dict(kind="constant", warmup=12, total=40), 40,
+        lambda o: hf.get_constant_schedule_with_warmup(o, 12))
+    # HF's WSD warms up from min_lr_ratio * peak: cpt's start_lr expresses the same thing.
+    for shape in ["linear", "cosine", "1-sqrt"]:
+        add(f"hf_wsd_{shape}", dict(kind="wsd", warmup=10, total=100, decay=30, decay_shape=shape,
+                                    min_lr_ratio=0.05, start_lr=0.05 * peak), 110,
+            lambda o, shape=shape: hf.get_wsd_schedule(o, num_warmup_steps=10, num_decay_steps=30,
+                                                       num_training_steps=100, decay_type=shape, min_lr_ratio=0.05))
+    add("torch_cosine_annealing", dict(kind="cosine", warmup=0, total=60, min_lr=1e-5), 61,
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=60, eta_min=1e-5))
+    return cases
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "schedules.json"), "w") as f:
+        json.dump(schedules(), f)
+    print("schedules.json written")
     for name, case in CASES.items():
         tensors, norms = run_case(case)
         save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, f"{name}.safetensors"))
