@@ -9,3 +9,7 @@
 pub mod corpus;
 pub mod learn;
 pub mod tokenizer_file;
+pub mod extend;
+pub mod freeze;
+pub mod resize;
+pub mod stats;
