@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use tokenizers::{Model, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
-use super::tokenizer_file::{display_token, Flavor, NewEntry, TokenizerFile};
+use super::tokenizer_file::{byte_level_alphabet, display_token, Flavor, NewEntry, TokenizerFile};
 
 /// Symbols at or above this value stand for a character that the old tokenizer spells as
 /// byte-fallback tokens (index into `Learner::fallback`).
@@ -76,6 +76,8 @@ struct Learner<'a> {
     byte_tokens: HashSet<u32>,
     fallback: Vec<FallbackChar>,
     fallback_index: HashMap<char, u32>,
+    /// Byte-level alphabet character -> byte (byte-level flavour only).
+    byte_of: Option<HashMap<char, u8>>,
     words: Vec<Vec<u32>>,
     counts: Vec<u64>,
     scores: HashMap<Candidate, Score>,
@@ -150,6 +152,8 @@ impl<'a> Learner<'a> {
             byte_tokens,
             fallback: Vec::new(),
             fallback_index: HashMap::new(),
+            byte_of: (file.flavor == Flavor::ByteLevel)
+                .then(|| byte_level_alphabet().iter().enumerate().map(|(b, c)| (*c, b as u8)).collect()),
             words: Vec::new(),
             counts: Vec::new(),
             scores: HashMap::new(),
@@ -310,7 +314,7 @@ impl<'a> Learner<'a> {
                 continue;
             }
             let content = self.content_of(cand);
-            if self.file.has_token(&content) || taken.contains(&content) {
+            if self.file.has_token(&content) || taken.contains(&content) || !self.whole_characters(&content) {
                 continue;
             }
             let new_id = next_id;
@@ -382,6 +386,25 @@ impl<'a> Learner<'a> {
             changed.extend(self.add_contributions(w, 1, Some(new_id)));
         }
         changed
+    }
+
+    /// A new byte-level token must be whole characters, or the beginning of one character
+    /// (the step towards a character the old vocabulary spells as three or four byte
+    /// tokens). Tokens straddling a character boundary (`的` plus half of the next
+    /// character) are legal BPE but waste vocabulary on accidents of adjacency.
+    fn whole_characters(&self, content: &str) -> bool {
+        let Some(byte_of) = &self.byte_of else { return true };
+        let bytes: Vec<u8> = content.chars().filter_map(|c| byte_of.get(&c).copied()).collect();
+        if std::str::from_utf8(&bytes).is_ok() {
+            return true;
+        }
+        let char_len = match bytes[0] {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return false,
+        };
+        bytes.len() < char_len && bytes[1..].iter().all(|b| (0x80..=0xBF).contains(b))
     }
 
     fn contains(&self, w: usize, cand: Candidate) -> bool {

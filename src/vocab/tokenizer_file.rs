@@ -54,6 +54,8 @@ pub struct TokenizerFile {
     pub vocab: HashMap<String, u32>,
     /// Contents of `added_tokens` (special tokens and the like).
     pub added_contents: HashSet<String>,
+    /// `added_tokens` as (content, id), in file order.
+    added: Vec<(String, u32)>,
     /// One past the largest id used anywhere in the file: the first id a new token gets.
     pub next_id: u32,
     /// Merges stored as `["a", "b"]` pairs (newer files) rather than `"a b"` strings.
@@ -124,6 +126,7 @@ impl TokenizerFile {
             vocab.insert(token.clone(), id);
         }
         let mut added_contents = HashSet::new();
+        let mut added_list = Vec::new();
         if let Some(added) = json.get("added_tokens").and_then(Value::as_array) {
             for (i, t) in added.iter().enumerate() {
                 let id = t
@@ -137,6 +140,7 @@ impl TokenizerFile {
                     .with_context(|| format!("{where_}: added_tokens[{i}].content is missing"))?;
                 next_id = next_id.max(id + 1);
                 added_contents.insert(content.to_string());
+                added_list.push((content.to_string(), id));
             }
         }
         let merges = model
@@ -145,7 +149,7 @@ impl TokenizerFile {
             .with_context(|| format!("{where_}: field model.merges is missing or not a list"))?;
         let merges_as_pairs = merges.first().map(Value::is_array).unwrap_or(true);
         let merge_count = merges.len();
-        Ok(Self { path: path.to_path_buf(), json, flavor, vocab, added_contents, next_id, merges_as_pairs, merge_count })
+        Ok(Self { path: path.to_path_buf(), json, flavor, vocab, added_contents, added: added_list, next_id, merges_as_pairs, merge_count })
     }
 
     pub fn path(&self) -> &Path {
@@ -176,6 +180,9 @@ impl TokenizerFile {
         });
         if needs_pairs && !self.merges_as_pairs {
             self.convert_merges_to_pairs()?;
+        }
+        if !entries.is_empty() {
+            self.pin_added_token_ids()?;
         }
         for entry in entries {
             let content = entry.content();
@@ -209,6 +216,32 @@ impl TokenizerFile {
             ids.push(id);
         }
         Ok(ids)
+    }
+
+    /// `tokenizers` gives an added token that is not in `model.vocab` the id
+    /// `len(model.vocab)` (and up) when it loads a file, whatever id the file says. Llama-3
+    /// and Qwen2 keep their special tokens only in `added_tokens`, right after the
+    /// vocabulary, so growing `model.vocab` would move them. Listing them in `model.vocab`
+    /// under their own ids pins them (Llama-2 files already do this); the added-token
+    /// matcher still splits them out before BPE, so encoding is unchanged.
+    fn pin_added_token_ids(&mut self) -> Result<()> {
+        let by_id: HashMap<u32, String> = self.vocab.iter().map(|(t, id)| (*id, t.clone())).collect();
+        let missing: Vec<(String, u32)> =
+            self.added.iter().filter(|(content, _)| !self.vocab.contains_key(content)).cloned().collect();
+        for (content, id) in missing {
+            if let Some(other) = by_id.get(&id) {
+                bail!(
+                    "{}: added token {content:?} has id {id}, which model.vocab gives to {other:?}",
+                    self.path.display()
+                );
+            }
+            self.vocab.insert(content.clone(), id);
+            self.json["model"]["vocab"]
+                .as_object_mut()
+                .context("model.vocab is not an object")?
+                .insert(content, Value::from(id));
+        }
+        Ok(())
     }
 
     fn convert_merges_to_pairs(&mut self) -> Result<()> {
