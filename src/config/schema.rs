@@ -329,4 +329,8 @@ pub struct FreezeConfig {
     pub train_only: FreezeTarget,
     /// For this many optimiser steps; then everything trains.
     pub steps: Count,
+    /// First id of the new rows (`new_vocab_rows`); by default read from the
+    /// `vocab_extension.json` that `cpt vocab extend` writes into the model directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_vocab_size: Option<usize>,
 }

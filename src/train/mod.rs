@@ -7,3 +7,7 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod tensorboard;
+pub mod batch;
+pub mod setup;
+pub mod trainer;
+pub mod validate;
