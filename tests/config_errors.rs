@@ -174,3 +174,16 @@ fn file_errors_name_the_file() {
     assert!(e.contains("missing.yaml"), "{e}");
 }
 
+
+#[test]
+fn checkpoint_cadence_in_steps_or_tokens() {
+    let c = parse(MINIMAL, &["checkpoint.every_steps=10"]).unwrap();
+    assert!(!c.checkpoint_due(0, 9, 9 * 4096));
+    assert!(c.checkpoint_due(0, 10, 10 * 4096));
+    let c = parse(MINIMAL, &["checkpoint.every_tokens=10k", "batch.micro_batch=1", "batch.seq_len=3000"]).unwrap();
+    assert!(!c.checkpoint_due(6000, 3, 9000));
+    assert!(c.checkpoint_due(9000, 4, 12000), "crossing a multiple of 10k tokens");
+    assert!(!c.checkpoint_due(12000, 5, 15000));
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert!(!c.checkpoint_due(0, 100, 1 << 30), "no periodic checkpoints unless asked");
+}

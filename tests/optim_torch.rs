@@ -1,6 +1,7 @@
 //! AdamW and SGD against PyTorch trajectories (fixtures from scripts/make_optim_fixtures.py),
 //! plus exact state save/restore, update masks and gradient accumulation.
 use candle_core::{Device, Tensor, Var};
+use cpt::config::FreezeTarget;
 use cpt::train::optim::{decays, Algorithm, GradAccumulator, Grads, Optimizer, OptimizerSettings, UpdateMask};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -247,4 +248,33 @@ fn non_finite_gradient_gives_non_finite_norm() {
     let g = Tensor::new(&[1f32, f32::NAN], &dev).unwrap();
     let mut grads = Grads::from_tensors(vec![("a".into(), Some(g))]);
     assert!(!grads.clip_global_norm(1.0).unwrap().is_finite());
+}
+
+#[test]
+fn freeze_phase_trains_only_vocabulary_tensors() {
+    let fx = fixture("adamw_groups_clip");
+    let params = fx.params();
+    let mut opt = Optimizer::new(&params, fx.settings()).unwrap();
+    opt.freeze_for(FreezeTarget::NewVocabRows, &[5]).unwrap();
+    let mut grads = fx.grads(0);
+    opt.apply_masks(&mut grads).unwrap();
+    opt.step(&grads, 1e-2).unwrap();
+    let emb = "model.embed_tokens.weight";
+    for (name, var) in &params {
+        let init = &fx.tensors[&format!("init.{name}")];
+        if name == emb {
+            assert_eq!(bits(&var.as_tensor().narrow(0, 0, 5).unwrap()), bits(&init.narrow(0, 0, 5).unwrap()));
+            assert_ne!(bits(&var.as_tensor().narrow(0, 5, 1).unwrap()), bits(&init.narrow(0, 5, 1).unwrap()));
+        } else {
+            assert_eq!(bits(var.as_tensor()), bits(init), "{name} must stay frozen");
+        }
+    }
+    opt.clear_masks();
+    opt.step(&fx.grads(1), 1e-2).unwrap();
+    let norm = "model.norm.weight";
+    let after = &params.iter().find(|(n, _)| n == norm).unwrap().1;
+    assert_ne!(bits(after.as_tensor()), bits(&fx.tensors[&format!("init.{norm}")]));
+    let only_norm = vec![(norm.to_string(), Var::from_tensor(&fx.tensors[&format!("init.{norm}")]).unwrap())];
+    let mut o = Optimizer::new(&only_norm, fx.settings()).unwrap();
+    assert!(o.freeze_for(FreezeTarget::Embeddings, &[]).is_err());
 }

@@ -255,6 +255,32 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Names of the parameters, in order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|s| s.name.as_str())
+    }
+
+    /// The `freeze:` phase of a config: only the embeddings and `lm_head` train
+    /// (`Embeddings`), or only their rows listed in `new_rows` (`NewVocabRows`, after a
+    /// vocabulary extension); everything else is frozen. `clear_masks` ends the phase.
+    pub fn freeze_for(&mut self, target: crate::config::FreezeTarget, new_rows: &[u32]) -> Result<()> {
+        use crate::config::FreezeTarget;
+        let names: Vec<String> = self.param_names().map(str::to_string).collect();
+        let mut trainable = 0;
+        for name in names {
+            let is_vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+            let mask = match (is_vocab, target) {
+                (false, _) => UpdateMask::Frozen,
+                (true, FreezeTarget::Embeddings) => UpdateMask::All,
+                (true, FreezeTarget::NewVocabRows) => UpdateMask::Rows(new_rows.to_vec()),
+            };
+            trainable += is_vocab as usize;
+            self.set_mask(&name, mask)?;
+        }
+        ensure!(trainable > 0, "freeze: the model has no embed_tokens.weight or lm_head.weight parameter");
+        Ok(())
+    }
+
     /// Every parameter back to `UpdateMask::All`.
     pub fn clear_masks(&mut self) {
         for slot in &mut self.slots {
