@@ -137,6 +137,11 @@ fn set_overrides_apply_before_deserialising() {
     assert_eq!(c.guard.spike_sigma, None);
     assert_eq!(c.total_steps(), 2000);
     assert_eq!(c.eval.tasks.len(), 2);
+    let c = parse(MINIMAL, &["train.max_steps=1e3", "checkpoint.max_shard_bytes=2GiB"]).unwrap();
+    assert_eq!(c.total_steps(), 1000);
+    assert_eq!(c.checkpoint.max_shard_bytes.get(), 2 << 30);
+    let e = err(MINIMAL, &["train.max_steps=1.5"]);
+    assert!(e.contains("train.max_steps") && e.contains("not a whole number"), "{e}");
     let c = parse(&format!("{MINIMAL}eval:\n  tasks: [x, y]\n"), &["eval.tasks.1=z"]).unwrap();
     assert_eq!(c.eval.tasks[1], serde_yaml::Value::String("z".into()));
 }

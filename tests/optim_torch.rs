@@ -76,6 +76,7 @@ fn check_case(case: &str) {
     let params = fx.params();
     let mut opt = Optimizer::new(&params, fx.settings()).unwrap();
     let clip = fx.meta["clip"].as_f64();
+    let mut worst = 0f64;
     for (step, lr) in fx.lrs().into_iter().enumerate() {
         let mut grads = fx.grads(step);
         let norm = match clip {
@@ -88,6 +89,7 @@ fn check_case(case: &str) {
         for (name, var) in &params {
             let want = &fx.tensors[&format!("param.{step}.{name}")];
             let err = rel_err(var.as_tensor(), want);
+            worst = worst.max(err);
             assert!(err <= 1e-6, "{case} step {step} {name}: relative error {err:e}");
         }
     }
@@ -101,6 +103,7 @@ fn check_case(case: &str) {
         compared += 1;
     }
     assert_eq!(compared, state.len(), "{case}: state tensors differ in number from torch's");
+    eprintln!("{case}: worst parameter relative error vs torch {worst:.2e}");
 }
 
 #[test]

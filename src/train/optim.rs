@@ -362,7 +362,8 @@ impl Optimizer {
                     let bias1 = 1.0 - beta1.powi(step);
                     let bias2_sqrt = (1.0 - beta2.powi(step)).sqrt();
                     let step_size = lr / bias1;
-                    let denom = v.sqrt()?.affine(1.0 / bias2_sqrt, 0.0)?.affine(1.0, eps)?;
+                    // (sqrt(v) / bias2_sqrt) + eps, eps outside the sqrt as torch.
+                    let denom = v.sqrt()?.affine(1.0 / bias2_sqrt, eps)?;
                     let param = (param - (&m / denom)?.affine(step_size, 0.0)?)?;
                     (param, Some(m), Some(v))
                 }
