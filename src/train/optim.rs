@@ -571,10 +571,11 @@ impl AdamConsts {
     }
 }
 
-/// A contiguous f32 CPU tensor's values.
-fn cpu_values(t: &Tensor) -> Result<Vec<f32>> {
-    // `to_vec1` copies; the slices are then read in one parallel pass below.
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+/// The values of a contiguous f32 CPU tensor, borrowed from its storage guard.
+fn cpu_slice<'a>(storage: &'a candle_core::Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(cpu) = storage else { bail!("expected a CPU tensor") };
+    let (start, end) = layout.contiguous_offsets().context("expected a contiguous tensor")?;
+    Ok(&cpu.as_slice::<f32>()?[start..end])
 }
 
 /// AdamW in one pass over the elements, with the same f32 operations in the same order as
@@ -588,11 +589,18 @@ fn adamw_cpu(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     use rayon::prelude::*;
     let shape = param.shape().clone();
-    let p = cpu_values(param)?;
-    let g = cpu_values(grad)?;
-    let m = first.map(cpu_values).transpose()?;
-    let v = second.map(cpu_values).transpose()?;
+    let grad = grad.contiguous()?;
+    // Read guards on the storages; all are dropped before the caller writes the parameter.
+    let (p_store, p_layout) = param.storage_and_layout();
+    let (g_store, g_layout) = grad.storage_and_layout();
+    let m_guard = first.map(|t| t.storage_and_layout());
+    let v_guard = second.map(|t| t.storage_and_layout());
+    let p = cpu_slice(&p_store, p_layout)?;
+    let g = cpu_slice(&g_store, g_layout)?;
+    let m = m_guard.as_ref().map(|(s, l)| cpu_slice(s, l)).transpose()?;
+    let v = v_guard.as_ref().map(|(s, l)| cpu_slice(s, l)).transpose()?;
     let n = p.len();
+    ensure!(g.len() == n, "gradient has {} elements, parameter {n}", g.len());
     let mut p_out = vec![0f32; n];
     let mut m_out = vec![0f32; n];
     let mut v_out = vec![0f32; n];
