@@ -6,6 +6,7 @@ use cpt::train::schedule::Unit;
 const MINIMAL: &str = "
 model:
   path: models/tiny
+data: {}
 train:
   max_steps: 100
 ";
@@ -35,6 +36,7 @@ fn minimal_config_gets_defaults() {
 fn full_config_parses() {
     let yaml = "
 run: {out_dir: runs/x, seed: 7, device: cuda, dtype: bf16}
+data: {}
 model:
   path: models/tiny
   init: {preset: tiny, arch: llama, tokenizer_corpus: data/sample.txt, vocab_size: 4096}
@@ -95,8 +97,10 @@ fn wrong_types_and_missing_sections_name_the_path() {
     assert!(e.contains("optim.lr") && e.contains("invalid type"), "{e}");
     let e = err(&format!("{MINIMAL}batch:\n  micro_batch: -2\n"), &[]);
     assert!(e.contains("batch.micro_batch"), "{e}");
-    let e = err("model: {path: m}\n", &[]);
+    let e = err("model: {path: m}\ndata: {}\n", &[]);
     assert!(e.contains("missing field `train`"), "{e}");
+    let e = err("model: {path: m}\ntrain: {max_steps: 10}\n", &[]);
+    assert!(e.contains("missing field `data`"), "{e}");
     let e = err(&format!("{MINIMAL}checkpoint:\n  every_tokens: lots\n"), &[]);
     assert!(e.contains("checkpoint.every_tokens") && e.contains("is not a count"), "{e}");
     let e = err("model: [1, 2\n", &[]);
@@ -117,7 +121,7 @@ fn validation_lists_every_problem_by_path() {
     ] {
         assert!(e.contains(want), "missing `{want}` in: {e}");
     }
-    let e = err("model: {path: m}\ntrain: {max_steps: 10, max_tokens: 1000}\n", &[]);
+    let e = err("model: {path: m}\ndata: {}\ntrain: {max_steps: 10, max_tokens: 1000}\n", &[]);
     assert!(e.contains("train: set max_tokens or max_steps, not both"), "{e}");
     let e = err(MINIMAL, &["schedule.warmup=500"]);
     assert!(e.contains("schedule.warmup (500) is longer than the run (100)"), "{e}");
