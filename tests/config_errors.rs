@@ -196,3 +196,12 @@ fn checkpoint_cadence_in_steps_or_tokens() {
     let c = parse(MINIMAL, &[]).unwrap();
     assert!(!c.checkpoint_due(0, 100, 1 << 30), "no periodic checkpoints unless asked");
 }
+
+#[test]
+fn errors_inside_the_data_section_name_their_path_too() {
+    let yaml = MINIMAL.replace("data: {}", "data:\n  sourcez: []");
+    let e = err(&yaml, &[]);
+    assert!(e.contains("run.yaml: data.sourcez") && e.contains("did you mean `sources`?"), "{e}");
+    let e = err(MINIMAL, &["data.add_eoss=false"]);
+    assert!(e.contains("data.add_eoss") && e.contains("did you mean `add_eos`?"), "{e}");
+}
