@@ -6,6 +6,7 @@ use cpt::train::schedule::Unit;
 const MINIMAL: &str = "
 model:
   path: models/tiny
+data: {}
 train:
   max_steps: 100
 ";
@@ -35,6 +36,7 @@ fn minimal_config_gets_defaults() {
 fn full_config_parses() {
     let yaml = "
 run: {out_dir: runs/x, seed: 7, device: cuda, dtype: bf16}
+data: {}
 model:
   path: models/tiny
   init: {preset: tiny, arch: llama, tokenizer_corpus: data/sample.txt, vocab_size: 4096}
@@ -95,8 +97,10 @@ fn wrong_types_and_missing_sections_name_the_path() {
     assert!(e.contains("optim.lr") && e.contains("invalid type"), "{e}");
     let e = err(&format!("{MINIMAL}batch:\n  micro_batch: -2\n"), &[]);
     assert!(e.contains("batch.micro_batch"), "{e}");
-    let e = err("model: {path: m}\n", &[]);
+    let e = err("model: {path: m}\ndata: {}\n", &[]);
     assert!(e.contains("missing field `train`"), "{e}");
+    let e = err("model: {path: m}\ntrain: {max_steps: 10}\n", &[]);
+    assert!(e.contains("missing field `data`"), "{e}");
     let e = err(&format!("{MINIMAL}checkpoint:\n  every_tokens: lots\n"), &[]);
     assert!(e.contains("checkpoint.every_tokens") && e.contains("is not a count"), "{e}");
     let e = err("model: [1, 2\n", &[]);
@@ -117,7 +121,7 @@ fn validation_lists_every_problem_by_path() {
     ] {
         assert!(e.contains(want), "missing `{want}` in: {e}");
     }
-    let e = err("model: {path: m}\ntrain: {max_steps: 10, max_tokens: 1000}\n", &[]);
+    let e = err("model: {path: m}\ndata: {}\ntrain: {max_steps: 10, max_tokens: 1000}\n", &[]);
     assert!(e.contains("train: set max_tokens or max_steps, not both"), "{e}");
     let e = err(MINIMAL, &["schedule.warmup=500"]);
     assert!(e.contains("schedule.warmup (500) is longer than the run (100)"), "{e}");
@@ -137,6 +141,11 @@ fn set_overrides_apply_before_deserialising() {
     assert_eq!(c.guard.spike_sigma, None);
     assert_eq!(c.total_steps(), 2000);
     assert_eq!(c.eval.tasks.len(), 2);
+    let c = parse(MINIMAL, &["train.max_steps=1e3", "checkpoint.max_shard_bytes=2GiB"]).unwrap();
+    assert_eq!(c.total_steps(), 1000);
+    assert_eq!(c.checkpoint.max_shard_bytes.get(), 2 << 30);
+    let e = err(MINIMAL, &["train.max_steps=1.5"]);
+    assert!(e.contains("train.max_steps") && e.contains("not a whole number"), "{e}");
     let c = parse(&format!("{MINIMAL}eval:\n  tasks: [x, y]\n"), &["eval.tasks.1=z"]).unwrap();
     assert_eq!(c.eval.tasks[1], serde_yaml::Value::String("z".into()));
 }
@@ -174,3 +183,25 @@ fn file_errors_name_the_file() {
     assert!(e.contains("missing.yaml"), "{e}");
 }
 
+
+#[test]
+fn checkpoint_cadence_in_steps_or_tokens() {
+    let c = parse(MINIMAL, &["checkpoint.every_steps=10"]).unwrap();
+    assert!(!c.checkpoint_due(0, 9, 9 * 4096));
+    assert!(c.checkpoint_due(0, 10, 10 * 4096));
+    let c = parse(MINIMAL, &["checkpoint.every_tokens=10k", "batch.micro_batch=1", "batch.seq_len=3000"]).unwrap();
+    assert!(!c.checkpoint_due(6000, 3, 9000));
+    assert!(c.checkpoint_due(9000, 4, 12000), "crossing a multiple of 10k tokens");
+    assert!(!c.checkpoint_due(12000, 5, 15000));
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert!(!c.checkpoint_due(0, 100, 1 << 30), "no periodic checkpoints unless asked");
+}
+
+#[test]
+fn errors_inside_the_data_section_name_their_path_too() {
+    let yaml = MINIMAL.replace("data: {}", "data:\n  sourcez: []");
+    let e = err(&yaml, &[]);
+    assert!(e.contains("run.yaml: data.sourcez") && e.contains("did you mean `sources`?"), "{e}");
+    let e = err(MINIMAL, &["data.add_eoss=false"]);
+    assert!(e.contains("data.add_eoss") && e.contains("did you mean `add_eos`?"), "{e}");
+}

@@ -1,5 +1,5 @@
 //! The training config schema: one struct per YAML section. Every struct rejects unknown
-//! keys; every section except `model` and `train` has defaults.
+//! keys; every section except `model`, `data` and `train` has defaults.
 use super::Count;
 use crate::data::config::DataConfig;
 use crate::train::schedule::{DecayShape, Unit};
@@ -13,7 +13,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub run: RunConfig,
     pub model: ModelConfigSection,
-    #[serde(default)]
+    /// Sources, stages and sampler options (`crate::data::config`).
     pub data: DataConfig,
     #[serde(default)]
     pub optim: OptimConfig,

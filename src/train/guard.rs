@@ -109,3 +109,87 @@ impl Guard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> GuardSettings {
+        GuardSettings { spike_sigma: Some(3.0), window: 10, min_history: 5, max_consecutive_skips: 3 }
+    }
+
+    #[test]
+    fn non_finite_loss_or_gradient_is_skipped_and_counted() {
+        let mut g = Guard::new(settings());
+        assert_eq!(g.assess(f64::NAN, 1.0), Verdict::Skip(SkipReason::NonFiniteLoss));
+        assert_eq!(g.assess(2.0, f64::INFINITY), Verdict::Skip(SkipReason::NonFiniteGrad));
+        assert_eq!(g.skipped_nonfinite, 2);
+        assert_eq!(g.assess(2.0, 1.0), Verdict::Accept);
+        assert_eq!(g.consecutive_skips, 0);
+        assert_eq!(g.recent, VecDeque::from(vec![2.0]), "skipped losses never enter the window");
+    }
+
+    #[test]
+    fn spikes_are_judged_against_mean_plus_k_sigma_of_accepted_losses() {
+        let mut g = Guard::new(settings());
+        let losses = [2.0, 2.1, 1.9, 2.0, 2.2, 1.8];
+        for (i, l) in losses.iter().enumerate() {
+            // Below min_history nothing is a spike, however large.
+            if i < 4 {
+                assert_eq!(g.spike_threshold(), None);
+            }
+            assert_eq!(g.assess(*l, 1.0), Verdict::Accept);
+        }
+        let n = losses.len() as f64;
+        let mean = losses.iter().sum::<f64>() / n;
+        let std = (losses.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let threshold = mean + 3.0 * std;
+        assert!((g.spike_threshold().unwrap() - threshold).abs() < 1e-12);
+        assert_eq!(g.assess(threshold - 1e-9, 1.0), Verdict::Accept);
+        let t = g.spike_threshold().unwrap();
+        match g.assess(t + 0.5, 1.0) {
+            Verdict::Skip(SkipReason::LossSpike { loss, threshold }) => {
+                assert_eq!(loss, t + 0.5);
+                assert_eq!(threshold, t);
+            }
+            other => panic!("expected a spike, got {other:?}"),
+        }
+        assert_eq!(g.skipped_spike, 1);
+    }
+
+    #[test]
+    fn window_keeps_only_the_latest_accepted_losses() {
+        let mut g = Guard::new(GuardSettings { spike_sigma: None, ..settings() });
+        for i in 0..25 {
+            assert_eq!(g.assess(i as f64 * 100.0, 1.0), Verdict::Accept, "no spike detection when disabled");
+        }
+        assert_eq!(g.recent.len(), 10);
+        assert_eq!(g.recent.front(), Some(&1500.0));
+    }
+
+    #[test]
+    fn consecutive_skips_stop_the_run() {
+        let mut g = Guard::new(settings());
+        assert!(matches!(g.assess(f64::NAN, 1.0), Verdict::Skip(_)));
+        assert!(matches!(g.assess(1.0, f64::NAN), Verdict::Skip(_)));
+        assert_eq!(
+            g.assess(f64::NAN, 1.0),
+            Verdict::Stop { reason: SkipReason::NonFiniteLoss, consecutive: 3 }
+        );
+    }
+
+    #[test]
+    fn restored_state_gives_the_same_verdicts() {
+        let mut a = Guard::new(settings());
+        for l in [3.1, 3.05, 2.97, 3.2, 3.0, 2.9, 3.01] {
+            a.assess(l, 1.0);
+        }
+        let json = serde_json::to_string(&a).unwrap();
+        let mut b: Guard = serde_json::from_str(&json).unwrap();
+        assert_eq!(a, b);
+        for l in [3.0, 4.5, f64::NAN, 2.95, 3.6] {
+            assert_eq!(a.assess(l, 1.0), b.assess(l, 1.0));
+        }
+        assert_eq!(a, b);
+    }
+}

@@ -205,6 +205,9 @@ pub const STATE_META_FILE: &str = "optimizer.json";
 pub struct Optimizer {
     settings: OptimizerSettings,
     slots: Vec<Slot>,
+    /// On CPU, do the AdamW update in one pass over the slices (bit-identical to the
+    /// tensor-op path, which other devices use).
+    fused_cpu: bool,
 }
 
 impl Optimizer {
@@ -228,7 +231,12 @@ impl Optimizer {
                 second: None,
             });
         }
-        Ok(Self { settings, slots })
+        Ok(Self { settings, slots, fused_cpu: true })
+    }
+
+    /// Use (true, the default) or bypass the one-pass CPU AdamW update.
+    pub fn set_fused_cpu(&mut self, fused: bool) {
+        self.fused_cpu = fused;
     }
 
     pub fn settings(&self) -> &OptimizerSettings {
@@ -252,6 +260,32 @@ impl Optimizer {
             _ => None,
         };
         slot.mask = mask;
+        Ok(())
+    }
+
+    /// Names of the parameters, in order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|s| s.name.as_str())
+    }
+
+    /// The `freeze:` phase of a config: only the embeddings and `lm_head` train
+    /// (`Embeddings`), or only their rows listed in `new_rows` (`NewVocabRows`, after a
+    /// vocabulary extension); everything else is frozen. `clear_masks` ends the phase.
+    pub fn freeze_for(&mut self, target: crate::config::FreezeTarget, new_rows: &[u32]) -> Result<()> {
+        use crate::config::FreezeTarget;
+        let names: Vec<String> = self.param_names().map(str::to_string).collect();
+        let mut trainable = 0;
+        for name in names {
+            let is_vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+            let mask = match (is_vocab, target) {
+                (false, _) => UpdateMask::Frozen,
+                (true, FreezeTarget::Embeddings) => UpdateMask::All,
+                (true, FreezeTarget::NewVocabRows) => UpdateMask::Rows(new_rows.to_vec()),
+            };
+            trainable += is_vocab as usize;
+            self.set_mask(&name, mask)?;
+        }
+        ensure!(trainable > 0, "freeze: the model has no embed_tokens.weight or lm_head.weight parameter");
         Ok(())
     }
 
@@ -299,6 +333,7 @@ impl Optimizer {
     pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
         self.check_order(grads)?;
         let settings = self.settings;
+        let fused_cpu = self.fused_cpu;
         for (slot, (_, grad)) in self.slots.iter_mut().zip(&grads.entries) {
             let Some(grad) = grad else { continue };
             if slot.mask == UpdateMask::Frozen {
@@ -318,6 +353,12 @@ impl Optimizer {
             slot.step += 1;
             let wd = if slot.decay { settings.weight_decay } else { 0.0 };
             let (param, first, second) = match settings.algorithm {
+                Algorithm::AdamW { beta1, beta2, eps } if fused_cpu && grad.device().is_cpu() => {
+                    let consts = AdamConsts::new(lr, wd, beta1, beta2, eps, slot.step);
+                    let (param, m, v) = adamw_cpu(&old_param, &grad, slot.first.as_ref(), slot.second.as_ref(), consts)
+                        .with_context(|| format!("AdamW update of {}", slot.name))?;
+                    (param, Some(m), Some(v))
+                }
                 Algorithm::AdamW { beta1, beta2, eps } => {
                     let m = match &slot.first {
                         Some(m) => m.clone(),
@@ -336,7 +377,8 @@ impl Optimizer {
                     let bias1 = 1.0 - beta1.powi(step);
                     let bias2_sqrt = (1.0 - beta2.powi(step)).sqrt();
                     let step_size = lr / bias1;
-                    let denom = v.sqrt()?.affine(1.0 / bias2_sqrt, 0.0)?.affine(1.0, eps)?;
+                    // (sqrt(v) / bias2_sqrt) + eps, eps outside the sqrt as torch.
+                    let denom = v.sqrt()?.affine(1.0 / bias2_sqrt, eps)?;
                     let param = (param - (&m / denom)?.affine(step_size, 0.0)?)?;
                     (param, Some(m), Some(v))
                 }
@@ -498,4 +540,99 @@ fn row_selector(var: &Var, rows: &[u32]) -> Result<Tensor> {
     let mut shape = vec![1usize; var.rank()];
     shape[0] = n;
     Ok(Tensor::from_vec(select, shape, var.device())?)
+}
+
+/// The f32 constants of one AdamW update, converted exactly as `Tensor::affine` converts them.
+#[derive(Clone, Copy)]
+struct AdamConsts {
+    decay: Option<f32>,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    inv_bias2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+}
+
+impl AdamConsts {
+    fn new(lr: f64, wd: f64, beta1: f64, beta2: f64, eps: f64, step: u64) -> Self {
+        let step = step as i32;
+        let bias1 = 1.0 - beta1.powi(step);
+        let bias2_sqrt = (1.0 - beta2.powi(step)).sqrt();
+        Self {
+            decay: (wd != 0.0).then_some((1.0 - lr * wd) as f32),
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            inv_bias2_sqrt: (1.0 / bias2_sqrt) as f32,
+            eps: eps as f32,
+            step_size: (lr / bias1) as f32,
+        }
+    }
+}
+
+/// The values of a contiguous f32 CPU tensor, borrowed from its storage guard.
+fn cpu_slice<'a>(storage: &'a candle_core::Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(cpu) = storage else { bail!("expected a CPU tensor") };
+    let (start, end) = layout.contiguous_offsets().context("expected a contiguous tensor")?;
+    Ok(&cpu.as_slice::<f32>()?[start..end])
+}
+
+/// AdamW in one pass over the elements, with the same f32 operations in the same order as
+/// the tensor-op path (each `affine(mul, add)` is `x * mul + add`), so both give the same bits.
+fn adamw_cpu(
+    param: &Tensor,
+    grad: &Tensor,
+    first: Option<&Tensor>,
+    second: Option<&Tensor>,
+    c: AdamConsts,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    use rayon::prelude::*;
+    let shape = param.shape().clone();
+    let grad = grad.contiguous()?;
+    // Read guards on the storages; all are dropped before the caller writes the parameter.
+    let (p_store, p_layout) = param.storage_and_layout();
+    let (g_store, g_layout) = grad.storage_and_layout();
+    let m_guard = first.map(|t| t.storage_and_layout());
+    let v_guard = second.map(|t| t.storage_and_layout());
+    let p = cpu_slice(&p_store, p_layout)?;
+    let g = cpu_slice(&g_store, g_layout)?;
+    let m = m_guard.as_ref().map(|(s, l)| cpu_slice(s, l)).transpose()?;
+    let v = v_guard.as_ref().map(|(s, l)| cpu_slice(s, l)).transpose()?;
+    let n = p.len();
+    ensure!(g.len() == n, "gradient has {} elements, parameter {n}", g.len());
+    let mut p_out = vec![0f32; n];
+    let mut m_out = vec![0f32; n];
+    let mut v_out = vec![0f32; n];
+    const CHUNK: usize = 1 << 14;
+    p_out
+        .par_chunks_mut(CHUNK)
+        .zip(m_out.par_chunks_mut(CHUNK))
+        .zip(v_out.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, ((po, mo), vo))| {
+            let base = chunk * CHUNK;
+            for i in 0..po.len() {
+                let j = base + i;
+                let gj = g[j];
+                let mj = m.as_ref().map_or(0.0, |m| m[j]);
+                let vj = v.as_ref().map_or(0.0, |v| v[j]);
+                let pj = match c.decay {
+                    Some(d) => p[j] * d + 0.0,
+                    None => p[j],
+                };
+                let m_new = mj + ((gj - mj) * c.one_minus_beta1 + 0.0);
+                let v_new = (vj * c.beta2 + 0.0) + ((gj * gj) * c.one_minus_beta2 + 0.0);
+                let denom = v_new.sqrt() * c.inv_bias2_sqrt + c.eps;
+                po[i] = pj - ((m_new / denom) * c.step_size + 0.0);
+                mo[i] = m_new;
+                vo[i] = v_new;
+            }
+        });
+    let dev = param.device();
+    Ok((
+        Tensor::from_vec(p_out, shape.clone(), dev)?,
+        Tensor::from_vec(m_out, shape.clone(), dev)?,
+        Tensor::from_vec(v_out, shape, dev)?,
+    ))
 }

@@ -99,3 +99,39 @@ impl RunSummary {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reports_counts_losses_and_skips() {
+        let s = RunSummary {
+            steps: 120,
+            tokens: 491_520,
+            elapsed_s: 40.0,
+            first_loss: Some(9.01),
+            final_loss: Some(4.25),
+            skipped_nonfinite: 1,
+            skipped_spike: 2,
+            last_checkpoint: Some("runs/tiny/checkpoints/step-00000120".into()),
+            stop_reason: "reached max_steps".into(),
+        };
+        let text = s.render();
+        assert!(text.contains("run ended: reached max_steps"), "{text}");
+        assert!(text.contains("steps 120 | tokens 491520 | 40.0 s | 12.3k tok/s"), "{text}");
+        assert!(text.contains("loss 9.0100 -> 4.2500"), "{text}");
+        assert!(text.contains("skipped steps: 1 non-finite, 2 loss spikes"), "{text}");
+        assert!(text.contains("step-00000120"), "{text}");
+        let quiet = RunSummary { stop_reason: "interrupted".into(), ..Default::default() }.render();
+        assert!(!quiet.contains("skipped") && !quiet.contains("loss"), "{quiet}");
+    }
+
+    #[test]
+    fn hidden_bar_accepts_updates() {
+        let bar = TrainProgress::new(100, 10, "steps", false);
+        bar.update(20, 20, 3.5, 1500.0);
+        assert_eq!(bar.bar.position(), 20);
+        bar.finish();
+    }
+}
