@@ -537,11 +537,9 @@ impl Sampler {
                 "{}\n(add data, lower the stage budgets or weights, raise max_repeats, or set data.sampler.on_repeat_excess: warn)",
                 problems.join("\n")
             ),
+            // Kept for the caller to print or log (`warnings()`).
             RepeatPolicy::Warn => {
-                for p in problems {
-                    eprintln!("warning: {p}");
-                    self.warnings.push(p);
-                }
+                self.warnings.extend(problems);
                 Ok(())
             }
         }
