@@ -10,7 +10,7 @@ use cpt::data::config::DataConfig;
 use cpt::data::manifest::{SourceManifest, TokenSettings, MANIFEST_VERSION};
 use cpt::data::prepare::PreparedData;
 use cpt::data::rng::SplitMix64;
-use cpt::data::shards::{ShardWriter, SourceSummary};
+use cpt::data::shards::{DocLabels, ShardWriter, SourceSummary};
 use cpt::data::{Sampler, Window};
 
 const SOURCES: usize = 4;
@@ -29,7 +29,8 @@ fn write_source(cache: &std::path::Path, name: &str, config: &DataConfig, index:
         doc.clear();
         doc.extend((0..len).map(|_| rng.below(vocab as u64 - 1) as u32));
         let topic = TOPICS[(k % 4) as usize];
-        w.push(&doc, Some("en"), Some(topic), Some(rng.below(1000) as f64), rng.next_u64())?;
+        let labels = DocLabels { lang: Some("en"), topic: Some(topic), id: None, score: Some(rng.below(1000) as f64) };
+        w.push(&doc, &labels, rng.next_u64())?;
         written += len as u64;
         k += 1;
     }

@@ -161,6 +161,7 @@ fn metadata_fields_bos_eos_and_token_width() {
     assert_eq!((r.lang_name(d1.lang), r.topic_name(d1.topic)), (None, Some("math")));
     assert!(d1.score.is_nan());
     assert_eq!(r.meta().scored_docs, 1);
+    assert_eq!(r.doc_ids().unwrap(), vec![Some("17".to_string()), None]);
     std::fs::remove_dir_all(root.join("c1")).unwrap(); // keep the temp dir small
 
     // A vocabulary beyond u16 gets u32 shards.
