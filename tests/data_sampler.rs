@@ -344,6 +344,18 @@ fn validation_split_is_held_out_stable_and_packed() {
 }
 
 #[test]
+fn token_counts_parse_with_suffixes() {
+    use cpt::data::config::parse_token_count;
+    assert_eq!(parse_token_count("92.5B"), Ok(92_500_000_000));
+    assert_eq!(parse_token_count("10M"), Ok(10_000_000));
+    assert_eq!(parse_token_count("64k"), Ok(64_000));
+    assert_eq!(parse_token_count("1_000_000"), Ok(1_000_000));
+    assert!(parse_token_count("1.5").is_err());
+    assert!(parse_token_count("-3M").is_err());
+    assert!(parse_token_count("lots").is_err());
+}
+
+#[test]
 fn unknown_names_in_stages_are_errors_with_the_field_path() {
     let c = corpus(5);
     let r = p(&c.root);
