@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::config::{DataConfig, MixingConfig, RepeatPolicy};
+use super::config::{DataConfig, RepeatPolicy};
 use super::curriculum::Curriculum;
 use super::mixing::{self, MixingMemory, MixingUpdate};
 use super::prepare::PreparedData;
@@ -629,8 +629,8 @@ impl Sampler {
         Ok(Some(update))
     }
 
-    /// Sets the topic shares of source `name` directly (topics not named keep their share
-    /// relative to each other... no: topics not named get 0). Logged like a rule update.
+    /// Sets the topic shares of source `name` directly (normalised; topics not named get 0,
+    /// the unlabelled stream is named ""). Logged like a rule update.
     pub fn set_topic_weights(&mut self, step: u64, name: &str, weights: &BTreeMap<String, f64>) -> Result<MixingUpdate> {
         let i = self.sources.iter().position(|s| s.name == name).ok_or_else(|| anyhow!("no source named `{name}`"))?;
         let mut new = Vec::new();
@@ -1070,9 +1070,4 @@ fn build_source(config: &DataConfig, index: usize, shard: &ShardReader, topic_na
         consumed_tokens: 0,
         windows: 0,
     })
-}
-
-/// Mixing settings in effect (for the inspector).
-pub fn mixing_config(config: &DataConfig) -> Option<&MixingConfig> {
-    config.mixing.as_ref()
 }
