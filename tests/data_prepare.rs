@@ -161,6 +161,7 @@ fn metadata_fields_bos_eos_and_token_width() {
     assert_eq!((r.lang_name(d1.lang), r.topic_name(d1.topic)), (None, Some("math")));
     assert!(d1.score.is_nan());
     assert_eq!(r.meta().scored_docs, 1);
+    assert_eq!(r.doc_ids().unwrap(), vec![Some("17".to_string()), None]);
     std::fs::remove_dir_all(root.join("c1")).unwrap(); // keep the temp dir small
 
     // A vocabulary beyond u16 gets u32 shards.
@@ -215,6 +216,21 @@ fn malformed_records_are_counted_with_locations_or_fail() {
     assert!(s.examples[2].contains("bad.jsonl:4: invalid UTF-8"), "{:?}", s.examples);
     let text = cpt::data::prepare::format_report(&report);
     assert!(text.contains("skipped 2: bad JSON") && text.contains("e.g. ") && text.contains("bad.jsonl:3"), "{text}");
+
+    // Plain text: a file of invalid UTF-8 and a blank-line block with a bad line.
+    std::fs::write(root.join("bad.txt"), b"caf\xe9 latin-1").unwrap();
+    std::fs::write(root.join("blocks.txt"), b"fine block\n\nline one\nbad \xff line\n\nlast block\n").unwrap();
+    let cfg = parse_config(&format!(
+        "sources:\n  - {{name: t, paths: {}}}\n  - {{name: b, paths: {}, text_mode: blank_line}}\n",
+        p(&root.join("bad.txt")),
+        p(&root.join("blocks.txt"))
+    ));
+    let report = prepare(&cfg, &tok, &opts(&root.join("cache"))).unwrap();
+    assert_eq!(report.sources[0].summary.documents, 0);
+    assert!(report.sources[0].summary.examples[0].contains("bad.txt:1: invalid UTF-8"), "{:?}", report.sources[0].summary.examples);
+    assert!(cpt::data::prepare::format_report(&report).contains("warning: no usable documents"));
+    assert_eq!(report.sources[1].summary.documents, 2);
+    assert!(report.sources[1].summary.examples[0].contains("blocks.txt:3: invalid UTF-8 (line 4"), "{:?}", report.sources[1].summary.examples);
 
     let strict = single(root, &format!("{{name: bad, paths: {}}}", p(&f)), "on_malformed: fail\n");
     let err = format!("{:#}", prepare(&strict, &tok, &opts(&root.join("strict"))).unwrap_err());

@@ -171,7 +171,7 @@ fn packing_keeps_document_boundaries() {
 }
 
 fn resume_config(c: &Corpus) -> cpt::data::DataConfig {
-    config(&c, "sampler: {max_repeats: null}\nstages:\n  - {name: s1, tokens: 200000, weights: {a: 0.6, b: 0.4}}\n  - {name: s2, weights: {b: 0.5, c: 0.5}}\n")
+    config(c, "sampler: {max_repeats: null}\nstages:\n  - {name: s1, tokens: 200000, weights: {a: 0.6, b: 0.4}}\n  - {name: s2, weights: {b: 0.5, c: 0.5}}\n")
 }
 
 #[test]
@@ -192,6 +192,23 @@ fn save_and_restore_mid_stage_continues_identically() {
     // Continue across the stage switch (window 800) and through epochs.
     for k in 0..2500 {
         assert_eq!(original.next_window().unwrap(), resumed.next_window().unwrap(), "window {k} after resume");
+    }
+}
+
+#[test]
+fn restore_exactly_at_a_stage_boundary_is_exact() {
+    let c = corpus(120);
+    let cfg = resume_config(&c); // stage one ends at 200000 tokens = 800 windows of 250
+    let mut original = Sampler::new(&cfg, open(&c, &cfg), 250, 2).unwrap();
+    for _ in 0..800 {
+        original.next_window().unwrap();
+    }
+    assert_eq!(original.stage(), 1);
+    let mut resumed = Sampler::new(&cfg, open(&c, &cfg), 250, 2).unwrap();
+    let report = resumed.restore(&original.state()).unwrap();
+    assert!(report.is_exact(), "{:?}", report.changes);
+    for _ in 0..300 {
+        assert_eq!(original.next_window().unwrap(), resumed.next_window().unwrap());
     }
 }
 
@@ -324,6 +341,18 @@ fn validation_split_is_held_out_stable_and_packed() {
             assert!(!(tag == 'a' && val_ids.contains(&id)), "held-out document {id} in training");
         }
     }
+}
+
+#[test]
+fn token_counts_parse_with_suffixes() {
+    use cpt::data::config::parse_token_count;
+    assert_eq!(parse_token_count("92.5B"), Ok(92_500_000_000));
+    assert_eq!(parse_token_count("10M"), Ok(10_000_000));
+    assert_eq!(parse_token_count("64k"), Ok(64_000));
+    assert_eq!(parse_token_count("1_000_000"), Ok(1_000_000));
+    assert!(parse_token_count("1.5").is_err());
+    assert!(parse_token_count("-3M").is_err());
+    assert!(parse_token_count("lots").is_err());
 }
 
 #[test]

@@ -639,8 +639,8 @@ impl DataConfig {
                     w[i] = s.weight.unwrap_or(0.0);
                 }
             } else if let Some(tokens) = natural {
-                for i in 0..n {
-                    w[i] = tokens.get(i).copied().unwrap_or(0) as f64;
+                for (i, x) in w.iter_mut().enumerate() {
+                    *x = tokens.get(i).copied().unwrap_or(0) as f64;
                 }
             } else {
                 w = vec![1.0; n];

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DataConfig, MalformedPolicy, SourceConfig};
 use super::manifest::{source_dir, Decision, InputIdentity, SourceManifest, TokenSettings};
-use super::shards::{ShardReader, ShardWriter, SourceSummary, TokenWidth};
+use super::shards::{DocLabels, ShardReader, ShardWriter, SourceSummary, TokenWidth};
 use super::source::{read_file, resolve_files, Malformed, RawDoc, Record};
 use super::tokenize::TextTokenizer;
 
@@ -228,7 +228,8 @@ fn build_shards(
                     )?;
                     continue;
                 }
-                writer.push(&ids, doc.lang.as_deref(), doc.topic.as_deref(), doc.score, *key as u64)
+                let labels = DocLabels { lang: doc.lang.as_deref(), topic: doc.topic.as_deref(), id: doc.id.as_deref(), score: doc.score };
+                writer.push(&ids, &labels, *key as u64)
                     .with_context(|| doc.location.clone())?;
                 summary.documents += 1;
                 summary.tokens += ids.len() as u64;

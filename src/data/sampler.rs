@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::config::{DataConfig, MixingConfig, RepeatPolicy};
+use super::config::{DataConfig, RepeatPolicy};
 use super::curriculum::Curriculum;
 use super::mixing::{self, MixingMemory, MixingUpdate};
 use super::prepare::PreparedData;
@@ -537,11 +537,9 @@ impl Sampler {
                 "{}\n(add data, lower the stage budgets or weights, raise max_repeats, or set data.sampler.on_repeat_excess: warn)",
                 problems.join("\n")
             ),
+            // Kept for the caller to print or log (`warnings()`).
             RepeatPolicy::Warn => {
-                for p in problems {
-                    eprintln!("warning: {p}");
-                    self.warnings.push(p);
-                }
+                self.warnings.extend(problems);
                 Ok(())
             }
         }
@@ -631,8 +629,8 @@ impl Sampler {
         Ok(Some(update))
     }
 
-    /// Sets the topic shares of source `name` directly (topics not named keep their share
-    /// relative to each other... no: topics not named get 0). Logged like a rule update.
+    /// Sets the topic shares of source `name` directly (normalised; topics not named get 0,
+    /// the unlabelled stream is named ""). Logged like a rule update.
     pub fn set_topic_weights(&mut self, step: u64, name: &str, weights: &BTreeMap<String, f64>) -> Result<MixingUpdate> {
         let i = self.sources.iter().position(|s| s.name == name).ok_or_else(|| anyhow!("no source named `{name}`"))?;
         let mut new = Vec::new();
@@ -761,31 +759,42 @@ impl Sampler {
                 }
             }
         }
-        let saved_stage = state.stages.get(state.stage);
-        let same_segment = saved_stage.is_some_and(|old| {
+        // The stage the saved position falls in under the saved plan; when that is past
+        // the stage of the last saved window, the next window opens a new stage anyway.
+        let mut old_start = 0u64;
+        let mut old_index = 0;
+        for (k, st) in state.stages.iter().enumerate() {
+            if k > 0 && state.tokens >= old_start {
+                old_index = k;
+            }
+            old_start = old_start.saturating_add(st.tokens.unwrap_or(u64::MAX));
+            if state.tokens < old_start {
+                break;
+            }
+        }
+        let old_stage = state.stages.get(old_index);
+        let same_weights = old_stage.is_some_and(|old| {
             old.name == self.stages[stage].name
                 && self.sources.iter().enumerate().all(|(i, s)| {
                     (old.weights.get(&s.name).copied().unwrap_or(0.0) - self.stages[stage].weights[i]).abs() <= 1e-12
                 })
-                && state.blend_counts.len() == self.sources.len()
-                && self.sources.iter().all(|s| state.blend_counts.contains_key(&s.name))
         });
+        let mid_stage = old_index == state.stage;
         self.stage = stage;
-        if same_segment {
+        self.blend_counts.iter_mut().for_each(|c| *c = 0);
+        if same_weights && mid_stage {
             for (i, s) in self.sources.iter().enumerate() {
-                self.blend_counts[i] = state.blend_counts[&s.name];
+                self.blend_counts[i] = state.blend_counts.get(&s.name).copied().unwrap_or(0);
             }
-        } else {
-            // Blending restarts here with the current weights; nothing is re-read.
-            self.blend_counts.iter_mut().for_each(|c| *c = 0);
-            if saved_stage.map(|s| &s.name) != Some(&self.stages[stage].name) {
-                changes.push(format!(
-                    "position {} tokens is in stage `{}` (saved in `{}`)",
-                    self.tokens,
-                    self.stages[stage].name,
-                    saved_stage.map(|s| s.name.as_str()).unwrap_or("?")
-                ));
-            }
+        }
+        // Otherwise blending restarts here with the current weights; nothing is re-read.
+        if old_stage.map(|s| &s.name) != Some(&self.stages[stage].name) {
+            changes.push(format!(
+                "position {} tokens is in stage `{}` (under the saved plan: `{}`)",
+                self.tokens,
+                self.stages[stage].name,
+                old_stage.map(|s| s.name.as_str()).unwrap_or("?")
+            ));
         }
         for name in state.sources.keys() {
             if !self.sources.iter().any(|s| &s.name == name) {
@@ -1021,8 +1030,8 @@ fn build_source(config: &DataConfig, index: usize, shard: &ShardReader, topic_na
     let mut by_topic: BTreeMap<Option<u16>, Vec<u32>> = BTreeMap::new();
     let mut train_tokens = 0u64;
     let mut train_docs = 0u64;
-    for d in 0..n {
-        if is_val[d] {
+    for (d, &held_out) in is_val.iter().enumerate() {
+        if held_out {
             continue;
         }
         by_topic.entry(stream_of(d)).or_default().push(d as u32);
@@ -1061,9 +1070,4 @@ fn build_source(config: &DataConfig, index: usize, shard: &ShardReader, topic_na
         consumed_tokens: 0,
         windows: 0,
     })
-}
-
-/// Mixing settings in effect (for the inspector).
-pub fn mixing_config(config: &DataConfig) -> Option<&MixingConfig> {
-    config.mixing.as_ref()
 }

@@ -16,6 +16,8 @@ pub const SHARD_FORMAT_VERSION: u32 = 1;
 pub const TOKENS_FILE: &str = "tokens.bin";
 pub const DOCS_FILE: &str = "docs.bin";
 pub const META_FILE: &str = "meta.json";
+/// One JSON string (or `null`) per line: each document's id from the corpus.
+pub const IDS_FILE: &str = "ids.jsonl";
 const DOC_RECORD_BYTES: usize = 32;
 /// Label id meaning "no label".
 pub const NO_LABEL: u16 = u16::MAX;
@@ -118,6 +120,15 @@ pub struct ShardMeta {
     pub summary: SourceSummary,
 }
 
+/// The labels a document carries into the shards.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DocLabels<'a> {
+    pub lang: Option<&'a str>,
+    pub topic: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub score: Option<f64>,
+}
+
 /// Appends documents to a shard directory being built.
 pub struct ShardWriter {
     dir: PathBuf,
@@ -125,6 +136,7 @@ pub struct ShardWriter {
     vocab_size: usize,
     tokens: BufWriter<File>,
     docs: BufWriter<File>,
+    ids: BufWriter<File>,
     num_docs: u64,
     num_tokens: u64,
     scored_docs: u64,
@@ -168,6 +180,7 @@ impl ShardWriter {
             vocab_size,
             tokens: open(TOKENS_FILE)?,
             docs: open(DOCS_FILE)?,
+            ids: open(IDS_FILE)?,
             num_docs: 0,
             num_tokens: 0,
             scored_docs: 0,
@@ -178,7 +191,8 @@ impl ShardWriter {
     }
 
     /// Writes one document's tokens (BOS/EOS already added) and its metadata.
-    pub fn push(&mut self, ids: &[u32], lang: Option<&str>, topic: Option<&str>, score: Option<f64>, hash: u64) -> Result<()> {
+    pub fn push(&mut self, ids: &[u32], labels: &DocLabels, hash: u64) -> Result<()> {
+        let DocLabels { lang, topic, id, score } = *labels;
         if ids.is_empty() {
             bail!("internal: empty document");
         }
@@ -209,6 +223,8 @@ impl ShardWriter {
             hash,
         };
         self.docs.write_all(&meta.encode()).context("writing the document index")?;
+        serde_json::to_writer(&mut self.ids, &id).context("writing document ids")?;
+        self.ids.write_all(b"\n").context("writing document ids")?;
         self.num_docs += 1;
         self.num_tokens += ids.len() as u64;
         if score.is_some() {
@@ -225,6 +241,7 @@ impl ShardWriter {
     pub fn finish(mut self, summary: SourceSummary) -> Result<ShardMeta> {
         self.tokens.flush().context("writing tokens")?;
         self.docs.flush().context("writing the document index")?;
+        self.ids.flush().context("writing document ids")?;
         let meta = ShardMeta {
             format_version: SHARD_FORMAT_VERSION,
             width: self.width,
@@ -354,6 +371,22 @@ impl ShardReader {
             TokenSlice::U16(s) => out.extend(s.iter().map(|&t| t as u32)),
             TokenSlice::U32(s) => out.extend_from_slice(s),
         }
+    }
+
+    /// Every document's corpus id (`None` where the record had none), read from
+    /// `ids.jsonl` on demand: maps scores written per id back to documents.
+    pub fn doc_ids(&self) -> Result<Vec<Option<String>>> {
+        let path = self.dir.join(IDS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let ids: Vec<Option<String>> = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{}:{}: not a JSON string", path.display(), i + 1)))
+            .collect::<Result<_>>()?;
+        if ids.len() != self.num_docs() {
+            bail!("{}: {} ids for {} documents; run `cpt prepare` again", path.display(), ids.len(), self.num_docs());
+        }
+        Ok(ids)
     }
 
     /// A document's tokens as u32.
