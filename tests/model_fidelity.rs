@@ -174,7 +174,7 @@ fn packing_positions_restart_per_document() {
     assert_eq!(seg[1], [0, 0, 0, 0, 0, 1, 2, 2]);
     assert_eq!(pos[2], [0, 1, 2, 3, 4, 5, 6, 7]);
     for bad in [vec![0, 8], vec![0, 4, 4], vec![5, 2]] {
-        let e = Packing::from_doc_starts(&[bad.clone()], 8, &Device::Cpu).unwrap_err();
+        let e = Packing::from_doc_starts(std::slice::from_ref(&bad), 8, &Device::Cpu).unwrap_err();
         assert!(format!("{e:#}").contains("row 0"), "{bad:?}: {e:#}");
     }
 }
