@@ -161,3 +161,38 @@ fn bf16_compute_is_close_to_f32() {
         assert!(rel < 0.1, "bf16 gradient of `{name}` differs by {rel}");
     }
 }
+
+#[test]
+fn packing_positions_restart_per_document() {
+    let p =
+        Packing::from_doc_starts(&[vec![0, 3], vec![0, 5, 6], vec![]], 8, &Device::Cpu).unwrap();
+    let pos = p.positions.to_vec2::<u32>().unwrap();
+    let seg = p.segments.to_vec2::<u32>().unwrap();
+    assert_eq!(pos[0], [0, 1, 2, 0, 1, 2, 3, 4]);
+    assert_eq!(seg[0], [0, 0, 0, 1, 1, 1, 1, 1]);
+    assert_eq!(pos[1], [0, 1, 2, 3, 4, 0, 0, 1]);
+    assert_eq!(seg[1], [0, 0, 0, 0, 0, 1, 2, 2]);
+    assert_eq!(pos[2], [0, 1, 2, 3, 4, 5, 6, 7]);
+    for bad in [vec![0, 8], vec![0, 4, 4], vec![5, 2]] {
+        let e = Packing::from_doc_starts(std::slice::from_ref(&bad), 8, &Device::Cpu).unwrap_err();
+        assert!(format!("{e:#}").contains("row 0"), "{bad:?}: {e:#}");
+    }
+}
+
+#[test]
+fn token_nll_rejects_bad_shapes_and_ids() {
+    let logits = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu).unwrap();
+    let out_of_vocab = Tensor::new(&[[1u32, 4]], &Device::Cpu).unwrap();
+    assert!(
+        format!("{:#}", token_nll(&logits, &out_of_vocab).unwrap_err()).contains("target id 4")
+    );
+    let wrong_shape = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+    assert!(token_nll(&logits, &wrong_shape).is_err());
+    // Uniform logits: NLL = ln 4 everywhere.
+    let ok = Tensor::new(&[[1u32, 3]], &Device::Cpu).unwrap();
+    let nll = token_nll(&logits, &ok).unwrap().to_vec2::<f32>().unwrap();
+    assert!(
+        nll[0].iter().all(|x| (x - 4f32.ln()).abs() < 1e-6),
+        "{nll:?}"
+    );
+}

@@ -426,3 +426,33 @@ fn presets_and_fresh_models_train() {
         }
     }
 }
+
+#[test]
+fn tokenizer_config_naming_an_unknown_token_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(tmp.path());
+    let out = tmp.path().join("m");
+    let (ok, log) = cpt(&[
+        "init",
+        "--train-tokenizer",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    std::fs::write(
+        out.join("tokenizer_config.json"),
+        r#"{"bos_token": "<nope>"}"#,
+    )
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        Tokenizer::from_dir(&out)
+            .err()
+            .expect("unknown bos must fail")
+    );
+    assert!(
+        e.contains("bos_token") && e.contains("<nope>") && e.contains("tokenizer_config.json"),
+        "{e}"
+    );
+}

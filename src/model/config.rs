@@ -228,7 +228,7 @@ impl ModelConfig {
         let num_key_value_heads = f
             .usize_opt("num_key_value_heads")?
             .unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             bail!(
                 "field `num_key_value_heads`: {num_key_value_heads} must divide \
                  num_attention_heads ({num_attention_heads})"
@@ -237,7 +237,7 @@ impl ModelConfig {
         let head_dim = match f.usize_opt("head_dim")? {
             Some(d) => d,
             None => {
-                if hidden_size % num_attention_heads != 0 {
+                if !hidden_size.is_multiple_of(num_attention_heads) {
                     bail!(
                         "field `hidden_size`: {hidden_size} is not divisible by num_attention_heads \
                          ({num_attention_heads}) and no `head_dim` is given"
@@ -246,7 +246,7 @@ impl ModelConfig {
                 hidden_size / num_attention_heads
             }
         };
-        if head_dim % 2 != 0 || head_dim == 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             bail!("field `head_dim`: {head_dim} must be even and positive for rotary embeddings");
         }
 
@@ -296,6 +296,8 @@ impl ModelConfig {
             {
                 None
             }
+            // LlamaForCausalLM has no sliding window; transformers ignores the key there.
+            Architecture::Llama => None,
             _ => f.usize_opt("sliding_window")?,
         };
 

@@ -166,12 +166,12 @@ pub fn build_config(
     let kv = o
         .num_key_value_heads
         .unwrap_or(preset.num_key_value_heads.min(heads));
-    if heads == 0 || kv == 0 || heads % kv != 0 {
+    if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
         bail!("--num-kv-heads ({kv}) must divide --num-heads ({heads})");
     }
     let head_dim = match o.head_dim {
         Some(d) => d,
-        None if hidden_size % heads == 0 => hidden_size / heads,
+        None if hidden_size.is_multiple_of(heads) => hidden_size / heads,
         None => bail!("--hidden-size ({hidden_size}) is not divisible by --num-heads ({heads}); give --head-dim"),
     };
     let max_pos = o
@@ -198,7 +198,7 @@ pub fn build_config(
         pad_token_id: None,
         initializer_range: 0.02,
     };
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         bail!("head dim {head_dim} must be even for rotary embeddings");
     }
     config.validate()?;

@@ -1,8 +1,6 @@
-//! Per-token negative log-likelihood, differentiable (log-softmax composed from primitives).
+//! Per-token negative log-likelihood, differentiable (composed from primitives).
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, D};
-
-use super::ops::log_softmax_last_dim;
 
 /// logits [B, T, V] (any float dtype), targets [B, T] u32 -> NLL [B, T] f32.
 /// Reduce it as you need (mean, per-source sums, masks) before calling `backward`.
@@ -29,9 +27,18 @@ pub fn token_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             "token_nll: target id {m} is outside the vocabulary ({v})"
         );
     }
-    let logp = log_softmax_last_dim(logits)?;
-    let picked = logp.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
-    Ok(picked.squeeze(D::Minus1)?.neg()?)
+    // nll = logsumexp(x) - x[target], without materialising the [B, T, V] log-softmax:
+    // one shifted copy and its exp are the only vocabulary-sized intermediates.
+    let x = logits.to_dtype(DType::F32)?;
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let lse = x
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        .add(&max)?;
+    let picked = x.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
+    Ok((lse - picked)?.squeeze(D::Minus1)?)
 }
 
 /// Mean NLL over all tokens: the usual training loss.
