@@ -11,6 +11,7 @@ pub mod documents;
 pub mod entropy;
 pub mod loglik;
 pub mod metrics;
+pub mod model_adapter;
 pub mod multiple_choice;
 pub mod pandas_text;
 pub mod perplexity;
