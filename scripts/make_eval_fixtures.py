@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import re
 
 import jinja2
 import pandas as pd
@@ -106,6 +107,66 @@ def make_benchmarks():
                   [[i] + r for i, r in enumerate(zh_rows(topic, 5, seed))])
         write_csv(f"{cmmlu}/test/{s}.csv", ["", "Question", "A", "B", "C", "D", "Answer"],
                   [[i] + r for i, r in enumerate(zh_rows(topic, 4, seed + 10))])
+
+def make_jsonl_benchmarks():
+    arc = os.path.join(ROOT, "arc")
+    os.makedirs(arc, exist_ok=True)
+    ai2 = [  # AI2's release form
+        {"id": "Q1", "question": {"stem": "Which gas do plants take in?", "choices": [
+            {"text": "oxygen", "label": "A"}, {"text": "carbon dioxide", "label": "B"},
+            {"text": "helium", "label": "C"}, {"text": "neon", "label": "D"}]}, "answerKey": "B"},
+        {"id": "Q2", "question": {"stem": "What melts ice fastest?", "choices": [
+            {"text": "salt", "label": "1"}, {"text": "sand", "label": "2"}, {"text": "a cold room", "label": "3"}]},
+         "answerKey": "1"},
+        {"id": "Q3", "question": {"stem": "Pick the mammal.", "choices": [
+            {"text": "shark", "label": "A"}, {"text": "whale", "label": "B"}, {"text": "trout", "label": "C"},
+            {"text": "eel", "label": "D"}, {"text": "squid", "label": "E"}]}, "answerKey": "B"},
+    ]
+    with open(os.path.join(arc, "ARC-Easy-Test.jsonl"), "w", encoding="utf-8") as f:
+        for r in ai2:
+            f.write(json.dumps(r) + "\n")
+    hf = [{"id": "H1", "question": "Water boils at sea level at about", "choices": {"text": ["50 C", "100 C", "150 C", "0 C"], "label": ["A", "B", "C", "D"]}, "answerKey": "B"}]
+    with open(os.path.join(arc, "ARC-Challenge-Test.jsonl"), "w", encoding="utf-8") as f:
+        for r in hf:
+            f.write(json.dumps(r) + "\n")
+    hs = os.path.join(ROOT, "hellaswag")
+    os.makedirs(hs, exist_ok=True)
+    rows = [
+        {"ind": 4, "activity_label": "Removing ice from car", "ctx_a": "Then, the man writes over the snow covering the window of a car, and a woman wearing winter clothes smiles.",
+         "ctx_b": "then", "endings": [", the man adds wax to the windshield and cuts it.", ", a person board a ski lift, while two men supporting the head of the person wearing winter clothes snow as the we girls sled.",
+                                      ", the man puts on a christmas coat, knitted with netting.", ", the man continues removing the snow on his car."], "label": 3},
+        {"ind": 9, "activity_label": "Home and Garden", "ctx_a": "[header] How to plant tulips [title] Choose a  sunny spot.",
+         "ctx_b": "Dig A HOLE", "endings": ["[step] Water it  well.", " Add compost [substeps] then plant. ", "Wait until [spring.", "Sing to it."], "label": "0"},
+    ]
+    with open(os.path.join(hs, "hellaswag_val.jsonl"), "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def hellaswag_preprocess(text):
+    # lm_eval/tasks/hellaswag/utils.py
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def jsonl_prompts():
+    out = []
+    for fn in sorted(os.listdir(os.path.join(ROOT, "arc"))):
+        for i, line in enumerate(open(os.path.join(ROOT, "arc", fn), encoding="utf-8")):
+            d = json.loads(line)
+            q = d["question"]
+            stem, texts = (q["stem"], [c["text"] for c in q["choices"]]) if isinstance(q, dict) else (q, d["choices"]["text"])
+            out.append(dict(benchmark="arc", style="lm-eval", subject=fn[:-6], index=i, shots=0, max_len=None,
+                            context=f"Question: {stem}\nAnswer:", continuations=[" " + t for t in texts], shots_used=0))
+    for i, line in enumerate(open(os.path.join(ROOT, "hellaswag", "hellaswag_val.jsonl"), encoding="utf-8")):
+        d = json.loads(line)
+        ctx = d["ctx_a"] + " " + d["ctx_b"].capitalize()
+        out.append(dict(benchmark="hellaswag", style="lm-eval", subject="hellaswag_val", index=i, shots=0, max_len=None,
+                        context=hellaswag_preprocess(d["activity_label"] + ": " + ctx),
+                        continuations=[" " + hellaswag_preprocess(e) for e in d["endings"]], shots_used=0))
+    return out
 
 # ---------------------------------------------------------------- official prompts
 # Rebuilt from hendrycks/test evaluate_hf.py, hkust-nlp/ceval evaluators and
@@ -335,6 +396,7 @@ def rolling(tokens, prefix, max_len):
 
 def main():
     make_benchmarks()
+    make_jsonl_benchmarks()
     texts = []
     for dirpath, _, files in os.walk(ROOT):
         for fn in files:
@@ -348,14 +410,20 @@ def main():
     model = make_model(model_dir, len(tok), tok.bos_token_id, tok.eos_token_id, max_len)
 
     prompt_max_len = 300
-    prompts = make_prompts(tok, prompt_max_len)
+    prompts = make_prompts(tok, prompt_max_len) + jsonl_prompts()
     with open(os.path.join(ROOT, "prompts.json"), "w", encoding="utf-8") as f:
         json.dump({"tokenizer_max_len": prompt_max_len, "prompts": prompts}, f, ensure_ascii=False, indent=0)
 
     # Multiple-choice requests from a sample of the prompts, both styles' continuations.
     requests = []
+    for p in [p for p in prompts if p["benchmark"] in ("arc", "hellaswag")]:
+        for cont in p["continuations"]:  # multi-token continuations, no BOS (lm-eval)
+            ctx_ids, cont_ids = encode_pair(tok, p["context"], cont, False)
+            ll, greedy = score(model, ctx_ids, cont_ids, max_len)
+            requests.append(dict(context=p["context"], continuation=cont, add_special=False,
+                                 context_ids=ctx_ids, continuation_ids=cont_ids, loglik=ll, greedy=greedy))
     for p in prompts[::7]:
-        if p["max_len"] is not None:
+        if p["max_len"] is not None or p["benchmark"] in ("arc", "hellaswag"):
             continue
         official_no_space = p["style"] == "official" and p["benchmark"] != "mmlu"
         add_special = p["style"] == "official"

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use cpt::eval::benchmarks::{load_benchmark, read_subject_file, BenchmarkKind};
+use cpt::eval::benchmarks::{load_benchmark, read_jsonl_file, read_subject_file, BenchmarkKind};
 use cpt::eval::model_adapter::CandleLm;
 use cpt::eval::multiple_choice::{evaluate_benchmark, McOptions};
 use cpt::eval::subjects::is_known;
@@ -39,6 +39,13 @@ fn fixture_layouts_parse() {
     let cm = load_benchmark(BenchmarkKind::Cmmlu, &fixtures().join("cmmlu"), None, None).unwrap();
     assert_eq!(cm.num_questions(), 8);
     assert_eq!(cm.subjects[1].questions[0].line, 2);
+    let arc = load_benchmark(BenchmarkKind::Arc, &fixtures().join("arc"), None, None).unwrap();
+    assert_eq!(arc.num_questions(), 4);
+    let easy = &arc.subjects[1].questions;
+    assert_eq!((easy[1].answer, easy[1].labels[0].as_str()), (0, "1"));
+    assert_eq!(easy[2].choices.len(), 5);
+    let hs = load_benchmark(BenchmarkKind::Hellaswag, &fixtures().join("hellaswag/hellaswag_val.jsonl"), None, None).unwrap();
+    assert_eq!(hs.subjects[0].questions[1].answer, 0);
 }
 
 #[test]
@@ -69,6 +76,16 @@ fn malformed_files_name_file_and_line() {
     std::fs::write(&p, b"q,\xff,b,c,d,A\n").unwrap();
     let e = err_of(BenchmarkKind::Mmlu, &p, "test");
     assert!(e.contains("bad_utf8_test.csv") && e.contains("UTF-8"), "{e}");
+
+    let p = write(d, "arc.jsonl", "{\"id\":\"a\",\"question\":\"q\",\"choices\":{\"text\":[\"x\",\"y\"],\"label\":[\"A\",\"B\"]},\"answerKey\":\"A\"}\n{not json\n");
+    let e = format!("{:#}", read_jsonl_file(BenchmarkKind::Arc, &p).unwrap_err());
+    assert!(e.contains("arc.jsonl: line 2") && e.contains("bad JSON"), "{e}");
+    let p = write(d, "arc2.jsonl", "{\"id\":\"a\",\"question\":\"q\",\"choices\":{\"text\":[\"x\",\"y\"],\"label\":[\"A\",\"B\"]},\"answerKey\":\"C\"}\n");
+    let e = format!("{:#}", read_jsonl_file(BenchmarkKind::Arc, &p).unwrap_err());
+    assert!(e.contains("arc2.jsonl: line 1") && e.contains("answerKey"), "{e}");
+    let p = write(d, "hs.jsonl", "{\"activity_label\":\"a\",\"ctx_a\":\"b\",\"ctx_b\":\"c\",\"endings\":[\"x\",\"y\"],\"label\":\"\"}\n");
+    let e = format!("{:#}", read_jsonl_file(BenchmarkKind::Hellaswag, &p).unwrap_err());
+    assert!(e.contains("hs.jsonl: line 1") && e.contains("hidden"), "{e}");
 
     let e = format!("{:#}", load_benchmark(BenchmarkKind::Mmlu, &d.join("missing"), None, None).unwrap_err());
     assert!(e.contains("missing") && e.contains("does not exist"), "{e}");

@@ -19,6 +19,7 @@ fn prompts_match_reference_byte_for_byte() {
     let tok = Tokenizer::from_dir(&root.join("tiny-llama")).unwrap();
     let mut checked = 0;
     let mut dropped = 0;
+    let mut with_continuations = 0;
     for p in spec["prompts"].as_array().unwrap() {
         let kind: BenchmarkKind = p["benchmark"].as_str().unwrap().parse().unwrap();
         let style: PromptStyle = p["style"].as_str().unwrap().parse().unwrap();
@@ -39,6 +40,11 @@ fn prompts_match_reference_byte_for_byte() {
             p["max_len"]
         );
         assert_eq!(req.shots_used as u64, p["shots_used"].as_u64().unwrap());
+        if let Some(conts) = p.get("continuations") {
+            let want: Vec<String> = conts.as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+            assert_eq!(req.continuations, want, "{kind} {subject} #{}", p["index"]);
+            with_continuations += 1;
+        }
         if req.shots_used < shots {
             dropped += 1;
         }
@@ -46,11 +52,15 @@ fn prompts_match_reference_byte_for_byte() {
     }
     assert!(checked > 100, "only {checked} prompts checked");
     assert!(dropped > 5, "shot dropping exercised only {dropped} times");
+    assert_eq!(with_continuations, 6, "ARC and HellaSwag prompts");
 }
 
 #[test]
 fn continuations_follow_each_style() {
-    let t = |k, s| Template::new(k, s, "agronomy").continuation(0);
+    let root = fixtures();
+    let bench = load_benchmark(BenchmarkKind::Cmmlu, &root.join("cmmlu"), None, None).unwrap();
+    let q = &bench.subjects[0].questions[0];
+    let t = |k, s| Template::new(k, s, "agronomy").continuation(q, 0);
     assert_eq!(t(BenchmarkKind::Mmlu, PromptStyle::Official), " A");
     assert_eq!(t(BenchmarkKind::Ceval, PromptStyle::Official), "A");
     assert_eq!(t(BenchmarkKind::Cmmlu, PromptStyle::Official), "A");

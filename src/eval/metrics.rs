@@ -23,7 +23,7 @@ pub fn predict(loglik: &[f64], choices: &[String]) -> (usize, usize) {
     let normed: Vec<f64> = loglik
         .iter()
         .zip(choices)
-        .map(|(l, c)| l / (c.trim_start().chars().count().max(1) as f64))
+        .map(|(l, c)| l / (c.chars().count().max(1) as f64))
         .collect();
     (argmax(loglik), argmax(&normed))
 }

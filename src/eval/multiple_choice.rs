@@ -2,7 +2,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::benchmarks::{Benchmark, LETTERS};
+use super::benchmarks::Benchmark;
 use super::loglik::{encode_pair, loglikelihoods, EngineOptions, LogitsModel};
 use super::metrics::{predict, summarize, AccuracyReport, QuestionResult};
 use super::requests::{build_request, Fit, TextEncoder};
@@ -67,6 +67,7 @@ pub fn evaluate_benchmark(
         shots: usize,
         first_request: usize,
         choices: usize,
+        choice_texts: Vec<String>,
     }
     let mut pending = Vec::new();
     let mut requests = Vec::new();
@@ -75,7 +76,7 @@ pub fn evaluate_benchmark(
         let take = opts.limit.unwrap_or(usize::MAX).min(subject.questions.len());
         for (qi, q) in subject.questions[..take].iter().enumerate() {
             let req = build_request(&tpl, &subject.dev, opts.shots, q, Some(&fit))?;
-            pending.push(Pending { subject: si, question: qi, shots: req.shots_used, first_request: requests.len(), choices: req.continuations.len() });
+            pending.push(Pending { subject: si, question: qi, shots: req.shots_used, first_request: requests.len(), choices: req.continuations.len(), choice_texts: req.choice_texts.clone() });
             for cont in &req.continuations {
                 requests.push(encode_pair(enc, &req.context, cont, add_special)?);
             }
@@ -91,8 +92,8 @@ pub fn evaluate_benchmark(
         let q = &subject.questions[p.question];
         let s = &scored[p.first_request..p.first_request + p.choices];
         let loglik: Vec<f64> = s.iter().map(|r| r.logprob).collect();
-        let labels: Vec<String> = LETTERS[..p.choices].iter().map(|l| l.to_string()).collect();
-        let (pred, pred_norm) = predict(&loglik, &labels);
+        let labels = &q.labels;
+        let (pred, pred_norm) = predict(&loglik, &p.choice_texts);
         results.push(QuestionResult {
             benchmark: bench.kind.name().to_string(),
             subject: subject.name.clone(),
@@ -110,5 +111,7 @@ pub fn evaluate_benchmark(
     }
     let kind = bench.kind;
     let report = summarize(&results, &|s| categories(kind, s));
-    Ok(McRun { benchmark: kind.name().to_string(), split: bench.split.clone(), style: opts.style, shots: opts.shots, report, results })
+    // ARC and HellaSwag (no dev split here) run zero-shot whatever was asked.
+    let shots = if bench.subjects.iter().all(|s| s.dev.is_empty()) { 0 } else { opts.shots };
+    Ok(McRun { benchmark: kind.name().to_string(), split: bench.split.clone(), style: opts.style, shots, report, results })
 }

@@ -28,6 +28,8 @@ pub trait TextEncoder {
 pub struct McRequest {
     pub context: String,
     pub continuations: Vec<String>,
+    /// Each choice's text for `acc_norm`'s length normalisation.
+    pub choice_texts: Vec<String>,
     /// Number of shots that made it into the context.
     pub shots_used: usize,
 }
@@ -42,7 +44,7 @@ pub enum ShotDropping {
 
 pub fn shot_dropping(kind: BenchmarkKind, style: PromptStyle) -> ShotDropping {
     match (style, kind) {
-        (PromptStyle::LmEval, _) => ShotDropping::None,
+        (PromptStyle::LmEval, _) | (_, BenchmarkKind::Arc | BenchmarkKind::Hellaswag) => ShotDropping::None,
         (PromptStyle::Official, BenchmarkKind::Cmmlu) => ShotDropping::DropLongest,
         (PromptStyle::Official, _) => ShotDropping::DropLast,
     }
@@ -66,7 +68,8 @@ pub fn build_request(
     fit: Option<&Fit>,
 ) -> Result<McRequest> {
     let pool: Vec<&Question> = dev.iter().take(k).collect();
-    let continuations = (0..q.choices.len()).map(|i| tpl.continuation(i)).collect();
+    let continuations = (0..q.choices.len()).map(|i| tpl.continuation(q, i)).collect();
+    let choice_texts = (0..q.choices.len()).map(|i| tpl.choice_text(q, i)).collect();
     let (context, shots_used) = match (fit, shot_dropping(tpl.kind, tpl.style)) {
         (None, _) | (_, ShotDropping::None) => (tpl.context(&pool, q), pool.len()),
         (Some(fit), ShotDropping::DropLast) => {
@@ -81,7 +84,7 @@ pub fn build_request(
         }
         (Some(fit), ShotDropping::DropLongest) => drop_longest(tpl, &pool, q, fit)?,
     };
-    Ok(McRequest { context, continuations, shots_used })
+    Ok(McRequest { context, continuations, choice_texts, shots_used })
 }
 
 fn drop_longest(tpl: &Template, pool: &[&Question], q: &Question, fit: &Fit) -> Result<(String, usize)> {

@@ -177,7 +177,7 @@ pub fn display_name(kind: BenchmarkKind, subject: &str) -> String {
     let zh = match kind {
         BenchmarkKind::Ceval => CEVAL.iter().find(|s| s.0 == subject).map(|s| s.1),
         BenchmarkKind::Cmmlu => CMMLU.iter().find(|s| s.0 == subject).map(|s| s.1),
-        BenchmarkKind::Mmlu => None,
+        _ => None,
     };
     zh.map(str::to_string).unwrap_or_else(|| subject.replace('_', " "))
 }
@@ -188,12 +188,17 @@ pub fn is_known(kind: BenchmarkKind, subject: &str) -> bool {
         BenchmarkKind::Mmlu => MMLU.iter().any(|(_, subs)| subs.contains(&subject)),
         BenchmarkKind::Ceval => CEVAL.iter().any(|s| s.0 == subject),
         BenchmarkKind::Cmmlu => CMMLU.iter().any(|s| s.0 == subject),
+        BenchmarkKind::Arc | BenchmarkKind::Hellaswag => true,
     }
 }
 
 /// The categories a subject counts towards (CMMLU subjects may count in two, e.g.
-/// "Humanities" and "China specific"). Unknown subjects count under "Other".
+/// "Humanities" and "China specific"). Unknown subjects count under "Other"; ARC and
+/// HellaSwag have no categories.
 pub fn categories(kind: BenchmarkKind, subject: &str) -> Vec<String> {
+    if !kind.letter_choices() {
+        return Vec::new();
+    }
     let found: Vec<String> = match kind {
         BenchmarkKind::Mmlu => MMLU
             .iter()
@@ -209,6 +214,7 @@ pub fn categories(kind: BenchmarkKind, subject: &str) -> Vec<String> {
                 .map(|(c, _)| c.to_string())
                 .collect()
         }
+        BenchmarkKind::Arc | BenchmarkKind::Hellaswag => Vec::new(),
     };
     if found.is_empty() {
         vec!["Other".to_string()]

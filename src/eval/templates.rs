@@ -63,11 +63,17 @@ impl Template {
             }
             (BenchmarkKind::Ceval, _) => format!("以下是中国关于{zh}考试的单项选择题，请选出其中的正确答案。\n\n"),
             (BenchmarkKind::Cmmlu, _) => format!("以下是关于{zh}的单项选择题，请直接给出正确答案的选项。\n\n"),
+            (BenchmarkKind::Arc | BenchmarkKind::Hellaswag, _) => String::new(),
         }
     }
 
     /// The question with its options, ending where the answer goes ("\nAnswer:", "\n答案：", ...).
     pub fn question_text(&self, q: &Question) -> String {
+        match self.kind {
+            BenchmarkKind::Arc => return format!("Question: {}\nAnswer:", q.question),
+            BenchmarkKind::Hellaswag => return q.question.clone(),
+            _ => {}
+        }
         let (stem, choices) = match self.style {
             PromptStyle::Official => (q.official_question.as_str(), &q.official_choices),
             PromptStyle::LmEval => (q.question.trim(), &q.choices),
@@ -84,12 +90,16 @@ impl Template {
             (BenchmarkKind::Mmlu, _) => "\nAnswer:",
             (BenchmarkKind::Ceval, _) | (BenchmarkKind::Cmmlu, PromptStyle::LmEval) => "\n答案：",
             (BenchmarkKind::Cmmlu, PromptStyle::Official) => "\n答案是：",
+            (BenchmarkKind::Arc | BenchmarkKind::Hellaswag, _) => "",
         });
         s
     }
 
-    /// The continuation scored for choice `i`: what follows `question_text` in a shot.
-    pub fn continuation(&self, i: usize) -> String {
+    /// The continuation scored for choice `i` of `q`: what follows `question_text` in a shot.
+    pub fn continuation(&self, q: &Question, i: usize) -> String {
+        if !self.kind.letter_choices() {
+            return format!(" {}", q.choices[i]);
+        }
         match (self.kind, self.style) {
             (BenchmarkKind::Mmlu, _) | (_, PromptStyle::LmEval) => format!(" {}", LETTERS[i]),
             _ => LETTERS[i].to_string(),
@@ -98,7 +108,17 @@ impl Template {
 
     /// One solved example as it appears in the prompt, including its trailing separator.
     pub fn shot(&self, q: &Question) -> String {
-        format!("{}{}\n\n", self.question_text(q), self.continuation(q.answer))
+        format!("{}{}\n\n", self.question_text(q), self.continuation(q, q.answer))
+    }
+
+    /// The choice as lm-evaluation-harness' `doc_to_choice` names it; `acc_norm` divides by
+    /// its length in characters.
+    pub fn choice_text(&self, q: &Question, i: usize) -> String {
+        if self.kind.letter_choices() {
+            LETTERS[i].to_string()
+        } else {
+            q.choices[i].clone()
+        }
     }
 
     /// The whole context: description, shots, question (no answer).
