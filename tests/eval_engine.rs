@@ -149,3 +149,24 @@ fn kmeans_and_entropy_band() {
     assert!(none.nearest_fallback);
     assert_eq!(none.selected, vec![6, 7]);
 }
+
+#[test]
+fn documents_read_jsonl_fields_and_text_blocks() {
+    use cpt::eval::documents::{read_documents, TextSplit};
+    let tmp = tempfile::tempdir().unwrap();
+    let j = tmp.path().join("sft.jsonl");
+    std::fs::write(&j, "{\"instruction\":\"Add.\",\"input\":\"\",\"output\":\"2\"}\n\n{\"instruction\":\"Hi\",\"output\":\"Hello\"}\n").unwrap();
+    let docs = read_documents(&j, "instruction,input,output", TextSplit::File).unwrap();
+    assert_eq!(docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), vec!["Add.\n2", "Hi\nHello"]);
+    assert_eq!(docs[1].location, format!("{}:3", j.display()));
+    std::fs::write(&j, "{\"text\":\"ok\"}\n{\"text\":3}\n").unwrap();
+    let e = format!("{:#}", read_documents(&j, "text", TextSplit::File).unwrap_err());
+    assert!(e.contains("sft.jsonl:2") && e.contains("not a string"), "{e}");
+    let t = tmp.path().join("a.txt");
+    std::fs::write(&t, "para one\nline two\n\n\npara two\n").unwrap();
+    let docs = read_documents(&t, "text", TextSplit::BlankLine).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].text, "para one\nline two");
+    assert_eq!(docs[1].location, format!("{}:5", t.display()));
+    assert_eq!(read_documents(&t, "text", TextSplit::File).unwrap().len(), 1);
+}

@@ -44,8 +44,9 @@ pub fn is_jsonl(path: &Path) -> bool {
     base.ends_with(".jsonl") || base.ends_with(".json")
 }
 
-/// Reads every document of `path`. JSONL lines must be objects with a string `text_field`;
-/// a bad line is an error naming the file and line.
+/// Reads every document of `path`. JSONL lines must be objects with a string `text_field`
+/// (or several, comma-separated, joined by newlines); a bad line is an error naming the
+/// file and line.
 pub fn read_documents(path: &Path, text_field: &str, split: TextSplit) -> Result<Vec<Document>> {
     let reader = BufReader::new(open(path)?);
     let display = path.display().to_string();
@@ -61,11 +62,22 @@ pub fn read_documents(path: &Path, text_field: &str, split: TextSplit) -> Result
             let serde_json::Value::Object(obj) = value else {
                 bail!("{display}:{}: expected a JSON object", i + 1);
             };
-            let text = match obj.get(text_field) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(_) => bail!("{display}:{}: field `{text_field}` is not a string", i + 1),
-                None => bail!("{display}:{}: no `{text_field}` field", i + 1),
-            };
+            // `instruction,input,output`: instruction-style samples are scored as the
+            // non-empty fields joined by newlines.
+            let mut parts = Vec::new();
+            for field in text_field.split(',').map(str::trim) {
+                match obj.get(field) {
+                    Some(serde_json::Value::String(s)) if !s.is_empty() => parts.push(s.as_str()),
+                    Some(serde_json::Value::String(_)) | Some(serde_json::Value::Null) => {}
+                    Some(_) => bail!("{display}:{}: field `{field}` is not a string", i + 1),
+                    None if !text_field.contains(',') => bail!("{display}:{}: no `{field}` field", i + 1),
+                    None => {}
+                }
+            }
+            if parts.is_empty() {
+                bail!("{display}:{}: no text in `{text_field}`", i + 1);
+            }
+            let text = parts.join("\n");
             docs.push(Document { text, location: format!("{display}:{}", i + 1), record: Some(obj) });
         }
         return Ok(docs);
