@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use cpt::eval::model_adapter::CandleLm;
+use cpt::eval::model_adapter::ModelScorer;
+use cpt::model::CausalLm;
 use cpt::eval::training::{PreparedEvalTasks, TrainingEvalConfig};
 use cpt::model::Tokenizer;
 
@@ -25,9 +26,10 @@ fn eval_section_runs_benchmarks_and_perplexity() {
     let cfg: TrainingEvalConfig = serde_yaml::from_str(&yaml).unwrap();
     let tasks = PreparedEvalTasks::prepare(&cfg).unwrap();
     let dir = fixtures().join("tiny-llama");
-    let lm = CandleLm::load(&dir, &Device::Cpu, DType::F32, None).unwrap();
+    // The training loop keeps its model and lends it to the scorer.
+    let model = CausalLm::from_pretrained(&dir, &Device::Cpu, DType::F32).unwrap();
     let tok = Tokenizer::from_dir(&dir).unwrap();
-    let m = tasks.run(&lm, &tok).unwrap();
+    let m = tasks.run(&ModelScorer::new(&model, None), &tok).unwrap();
     assert_eq!(m["cmmlu"]["questions"], 4);
     assert_eq!(m["mmlu_lm_eval"]["questions"], 11);
     let acc = m["cmmlu"]["acc"].as_f64().unwrap();

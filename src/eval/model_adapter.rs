@@ -21,19 +21,31 @@ impl TextEncoder for Tokenizer {
     }
 }
 
-/// A loaded model scored in batches of right-padded rows (padding sits after every
-/// queried position, so a causal model never sees it).
-pub struct CandleLm {
-    pub model: CausalLm,
+/// Scores rows with a borrowed `CausalLm` (the training loop keeps ownership of its model),
+/// in batches of right-padded rows: padding sits after every queried position, so a
+/// causal model never sees it.
+pub struct ModelScorer<'a> {
+    model: &'a CausalLm,
     max_len: usize,
 }
 
-impl CandleLm {
+impl<'a> ModelScorer<'a> {
     /// `max_len`: the context length to evaluate at (default and cap: the model's
     /// `max_position_embeddings`).
-    pub fn new(model: CausalLm, max_len: Option<usize>) -> Self {
+    pub fn new(model: &'a CausalLm, max_len: Option<usize>) -> Self {
         let native = model.config().max_position_embeddings;
-        let max_len = max_len.unwrap_or(native).min(native).max(1);
+        ModelScorer { model, max_len: max_len.unwrap_or(native).min(native).max(1) }
+    }
+}
+
+/// A model loaded for evaluation (owns its `CausalLm`).
+pub struct CandleLm {
+    pub model: CausalLm,
+    max_len: Option<usize>,
+}
+
+impl CandleLm {
+    pub fn new(model: CausalLm, max_len: Option<usize>) -> Self {
         CandleLm { model, max_len }
     }
 
@@ -41,9 +53,23 @@ impl CandleLm {
         let model = CausalLm::from_pretrained(dir, device, dtype).with_context(|| format!("loading model {}", dir.display()))?;
         Ok(Self::new(model, max_len))
     }
+
+    pub fn scorer(&self) -> ModelScorer<'_> {
+        ModelScorer::new(&self.model, self.max_len)
+    }
 }
 
 impl LogitsModel for CandleLm {
+    fn max_len(&self) -> usize {
+        self.scorer().max_len
+    }
+
+    fn score_batch(&self, rows: &[ScoreRow]) -> Result<Vec<Vec<TokenScore>>> {
+        self.scorer().score_batch(rows)
+    }
+}
+
+impl LogitsModel for ModelScorer<'_> {
     fn max_len(&self) -> usize {
         self.max_len
     }
