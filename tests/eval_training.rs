@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use cpt::eval::model_adapter::ModelScorer;
 use cpt::model::CausalLm;
-use cpt::eval::training::{PreparedEvalTasks, TrainingEvalConfig};
+use cpt::eval::training::{parse_tasks, PreparedEvalTasks, TrainingEvalConfig};
 use cpt::model::Tokenizer;
 
 fn fixtures() -> PathBuf {
@@ -51,4 +51,17 @@ fn eval_section_rejects_unknown_keys_and_bad_paths() {
         serde_yaml::from_str("every_steps: 10\ntasks:\n  - kind: benchmark\n    benchmark: mmlu\n    path: no/such/dir\n").unwrap();
     let e = format!("{:#}", PreparedEvalTasks::prepare(&cfg).err().unwrap());
     assert!(e.contains("eval.tasks[0].path") && e.contains("no/such/dir"), "{e}");
+
+    // The training config's raw task values.
+    let values: Vec<serde_yaml::Value> = serde_yaml::from_str(
+        "- kind: perplexity\n  name: v\n  paths: [a.jsonl]\n- kind: benchmark\n  benchmark: cmmlu\n  path: x\n  shots: five\n",
+    )
+    .unwrap();
+    let e = format!("{:#}", parse_tasks(&values).unwrap_err());
+    assert!(e.contains("eval.tasks[1]") && e.contains("five"), "{e}");
+    let values: Vec<serde_yaml::Value> = serde_yaml::from_str("- kind: benchmark\n  benchmark: gsm8k\n  path: x\n").unwrap();
+    let e = format!("{:#}", parse_tasks(&values).unwrap_err());
+    assert!(e.contains("eval.tasks[0]") && e.contains("gsm8k"), "{e}");
+    let ok: Vec<serde_yaml::Value> = serde_yaml::from_str("- kind: perplexity\n  name: v\n  paths: [a.jsonl]\n").unwrap();
+    assert_eq!(parse_tasks(&ok).unwrap().len(), 1);
 }

@@ -1,6 +1,8 @@
 //! Evaluation during training: the `eval:` section of the training YAML names benchmark
-//! and perplexity tasks; the loop loads them once with `PreparedEvalTasks::prepare` and
-//! calls `run` every `every_steps` steps, logging the returned metrics as an
+//! and perplexity tasks. The training config keeps the tasks as raw YAML values
+//! (`config::EvalConfig::tasks`); the loop turns them into `EvalTask`s with
+//! `parse_tasks`, loads their files once with `PreparedEvalTasks::from_tasks`, and calls
+//! `run` every `every_steps` steps, logging the returned metrics as an
 //! `{"kind":"eval", "step":.., "tokens":.., ...}` record.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -88,13 +90,34 @@ pub struct PreparedEvalTasks {
     engine: EngineOptions,
 }
 
+/// Types the raw YAML task values of the training config; errors name
+/// `eval.tasks[i]` and the offending key.
+pub fn parse_tasks(values: &[serde_yaml::Value]) -> Result<Vec<EvalTask>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+                let path = e.path().to_string();
+                let at = if path == "." { format!("eval.tasks[{i}]") } else { format!("eval.tasks[{i}].{path}") };
+                anyhow::anyhow!("{at}: {}", e.into_inner())
+            })
+        })
+        .collect()
+}
+
 impl PreparedEvalTasks {
     /// Reads every task's files; errors name the task by its position in `eval.tasks`.
     pub fn prepare(cfg: &TrainingEvalConfig) -> Result<Self> {
-        let engine = EngineOptions { batch_tokens: cfg.batch_tokens.max(1) };
+        Self::from_tasks(&cfg.tasks, cfg.batch_tokens)
+    }
+
+    /// Reads every task's files (`batch_tokens`: padded tokens per forward, e.g. 4096).
+    pub fn from_tasks(task_list: &[EvalTask], batch_tokens: usize) -> Result<Self> {
+        let engine = EngineOptions { batch_tokens: batch_tokens.max(1) };
         let mut tasks = Vec::new();
         let mut names = std::collections::HashSet::new();
-        for (i, t) in cfg.tasks.iter().enumerate() {
+        for (i, t) in task_list.iter().enumerate() {
             let at = format!("eval.tasks[{i}]");
             let prepared = match t {
                 EvalTask::Benchmark { name, benchmark, path, split, shots, style, subjects, limit } => {
