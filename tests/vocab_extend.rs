@@ -238,7 +238,7 @@ fn tied_embeddings_with_padded_vocabulary() {
     // Qwen2-style: tied embeddings and more rows than the tokenizer uses.
     let dir = tempfile::tempdir().unwrap();
     let (src, out) = (dir.path().join("base"), dir.path().join("extended"));
-    let tok = byte_level_tokenizer_json();
+    let tok = qwen2_tokenizer_json();
     let padded = id_space(&tok) + 10;
     write_model(&src, &tok, padded, true, "PreTrainedTokenizerFast");
     let report = extend(&options(&src, &out, 30, InitMethod::PieceMean)).unwrap();
