@@ -1,5 +1,5 @@
 //! `cpt vocab extend` and `cpt vocab stats`.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cpt::vocab::{corpus, extend, resize::InitMethod, stats};
@@ -102,8 +102,8 @@ fn run_extend(a: ExtendArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_tokenizer(path: &PathBuf) -> Result<(String, tokenizers::Tokenizer)> {
-    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.clone() };
+fn load_tokenizer(path: &Path) -> Result<(String, tokenizers::Tokenizer)> {
+    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
     let tokenizer = tokenizers::Tokenizer::from_file(&file)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading tokenizer {}", file.display()))?;

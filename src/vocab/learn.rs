@@ -7,6 +7,9 @@
 //! token per occurrence) or, for SentencePiece-style tokenizers, a character that used to
 //! fall back to its UTF-8 bytes (saves bytes - 1 tokens per occurrence).
 //!
+//! New tokens contain no digits (numbers stay split as the base tokenizer splits them),
+//! and byte-level tokens are whole characters or the first bytes of one character.
+//!
 //! Why this keeps old encodings: new merges rank after every existing merge, so BPE first
 //! reaches the old encoding of a word and only then applies new merges. A new merge fires
 //! only where its two halves stand side by side, i.e. where the text contains the new
@@ -314,7 +317,11 @@ impl<'a> Learner<'a> {
                 continue;
             }
             let content = self.content_of(cand);
-            if self.file.has_token(&content) || taken.contains(&content) || !self.whole_characters(&content) {
+            if self.file.has_token(&content)
+                || taken.contains(&content)
+                || !self.whole_characters(&content)
+                || has_digit(self.file.flavor, &content)
+            {
                 continue;
             }
             let new_id = next_id;
@@ -414,6 +421,13 @@ impl<'a> Learner<'a> {
             Candidate::Char(c) => s.contains(&c),
         }
     }
+}
+
+/// Llama-2, Mistral and Qwen2 split numbers into single digits on purpose (arithmetic);
+/// Llama-3 groups them by the pre-tokenizer. Either way, digit tokens are the base
+/// tokenizer's design decision, so new tokens never contain digits.
+fn has_digit(flavor: Flavor, content: &str) -> bool {
+    display_token(flavor, content).chars().any(char::is_numeric)
 }
 
 /// `<0xE4>` -> 0xE4.

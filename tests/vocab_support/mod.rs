@@ -44,20 +44,32 @@ fn train(texts: &[String], vocab_size: usize, pre: PreTokenizerWrapper, byte_alp
     serde_json::from_str(&tokenizer.to_string(false).expect("serialising")).expect("json")
 }
 
-/// A Llama-3-like byte-level BPE trained on English only (so Chinese costs several tokens
-/// per character), with two special tokens after the vocabulary as Llama-3 has them.
-pub fn byte_level_tokenizer_json() -> Value {
-    let split = Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+/// Qwen2's pre-tokenizer split (digits one by one).
+pub const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A byte-level BPE trained on English only (so Chinese costs several tokens per
+/// character), with special tokens only in `added_tokens`, right after the vocabulary.
+fn byte_level_with(split_regex: &str, ignore_merges: bool, specials: &[&str]) -> Value {
+    let split = Split::new(SplitPattern::Regex(split_regex.into()), SplitDelimiterBehavior::Isolated, false)
         .expect("split regex");
     let pre = Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]);
     let mut json = train(&paragraphs(&read_fixture("en.txt")), 420, PreTokenizerWrapper::Sequence(pre), true);
     let n = json["model"]["vocab"].as_object().unwrap().len();
-    json["model"]["ignore_merges"] = json!(true);
-    json["added_tokens"] = json!([
-        special(n, "<|begin_of_text|>"),
-        special(n + 1, "<|end_of_text|>"),
-    ]);
+    json["model"]["ignore_merges"] = json!(ignore_merges);
+    json["added_tokens"] = Value::Array(specials.iter().enumerate().map(|(i, t)| special(n + i, t)).collect());
     json["decoder"] = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    json
+}
+
+/// Llama-3 style: Llama-3 split, `ignore_merges`, `<|begin_of_text|>` after the vocabulary.
+pub fn byte_level_tokenizer_json() -> Value {
+    byte_level_with(LLAMA3_SPLIT, true, &["<|begin_of_text|>", "<|end_of_text|>"])
+}
+
+/// Qwen2 style: NFC normalizer, Qwen2 split, no `ignore_merges`, `<|endoftext|>` etc.
+pub fn qwen2_tokenizer_json() -> Value {
+    let mut json = byte_level_with(QWEN2_SPLIT, false, &["<|endoftext|>", "<|im_start|>", "<|im_end|>"]);
+    json["normalizer"] = json!({"type": "NFC"});
     json
 }
 
