@@ -134,7 +134,8 @@ pub struct MixingSpec {
 pub struct MixingReport {
     pub components: Vec<String>,
     pub laws: Vec<MixingLaw>,
-    pub run_ids: Vec<String>,
+    /// Runs behind each law, in residual order.
+    pub run_ids: Vec<Vec<String>>,
     pub bounds: Vec<(String, f64)>,
     pub optimum: Option<MixtureOptimum>,
     pub replay: Option<(String, MixtureOptimum)>,
@@ -194,9 +195,7 @@ pub fn mixing(results: &ResultSet, spec: &MixingSpec) -> Result<MixingReport> {
             }
         }
         laws.push(fit_mixing_law(s, &names, &shares, &losses)?);
-        if run_ids.is_empty() {
-            run_ids = ids;
-        }
+        run_ids.push(ids);
     }
     let law_index = |s: &str| sources.iter().position(|x| x == s).with_context(|| format!("`{s}` is not a fitted source (sources: {})", sources.join(", ")));
     let base = base_losses(results, &sources, &spec.base);
@@ -241,10 +240,10 @@ impl MixingReport {
         let mut out = String::new();
         let free = &self.components[..self.components.len() - 1];
         let _ = writeln!(out, "Data mixing law  L_i(r) = c_i + k_i * exp(sum_j t_ij r_j)   over free shares [{}] (remainder: {})", free.join(", "), self.components.last().expect("rest"));
-        for law in &self.laws {
+        for (law, ids) in self.laws.iter().zip(&self.run_ids) {
             let _ = writeln!(out, "  source `{}`:", law.source);
             fmt_param_table(&law.fit, &mut out);
-            fmt_residuals(&self.run_ids, &law.fit, &mut out);
+            fmt_residuals(ids, &law.fit, &mut out);
         }
         for (s, b) in &self.bounds {
             let _ = writeln!(out, "  constraint: loss({s}) <= {b:.4}");

@@ -132,13 +132,14 @@ where
         for (xi, v) in row.iter().enumerate() {
             let (x0, y0) = (xi as f64, yi as f64);
             let area = [(x0, y0), (x0 + 1.0, y0 + 1.0)];
-            let (fill, text) = match v {
+            let (fill, text, ink) = match v {
                 Some(v) => {
                     let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
                     let t = if h.lower_is_better { t } else { 1.0 - t };
-                    (ramp(1.0 - t), format!("{v:.4}"))
+                    // Light text on the dark end of the ramp.
+                    (ramp(1.0 - t), format!("{v:.4}"), if t > 0.55 { WHITE } else { BLACK })
                 }
-                None => (RGBColor(220, 220, 220), "n/a".to_string()),
+                None => (RGBColor(220, 220, 220), "n/a".to_string(), BLACK),
             };
             chart.draw_series(std::iter::once(Rectangle::new(area, fill.filled()))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             if *v == Some(best) {
@@ -146,7 +147,7 @@ where
                     .draw_series(std::iter::once(Rectangle::new([(x0 + 0.03, y0 + 0.03), (x0 + 0.97, y0 + 0.97)], RED.stroke_width(3))))
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             }
-            let style = TextStyle::from(("sans-serif", 16).into_font()).color(&BLACK).pos(plotters::style::text_anchor::Pos::new(
+            let style = TextStyle::from(("sans-serif", 16).into_font()).color(&ink).pos(plotters::style::text_anchor::Pos::new(
                 plotters::style::text_anchor::HPos::Center,
                 plotters::style::text_anchor::VPos::Center,
             ));
@@ -220,7 +221,7 @@ where
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    chart.configure_mesh().x_desc("tokens").y_desc("loss").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart.configure_mesh().x_desc("tokens").y_desc("loss").x_label_formatter(&|v| format!("{v:.3e}")).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     for (k, (name, c)) in curves.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         chart
