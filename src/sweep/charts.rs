@@ -2,36 +2,25 @@
 //! x learning rate, best cell outlined) and validation-loss curves of every run against
 //! tokens. The format follows the file extension (`.svg` or `.png`).
 //!
-//! Text needs a TrueType font registered with plotters as "sans-serif". `ensure_font`
-//! registers the file named by `CPT_FONT` when none is registered yet.
+//! Text uses the bundled DejaVu Sans subset (assets/, see its licence file), registered
+//! with plotters as "sans-serif", so charts need no system fonts.
 
 use super::results::ResultSet;
 use anyhow::{bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Once;
 
-static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
+static REGISTER_FONT: Once = Once::new();
 
-/// Makes sure plotters can lay out text.
+/// Registers the bundled font once and checks plotters can lay out text with it.
 pub fn ensure_font() -> Result<()> {
-    let registered = || ("sans-serif", 12.0).into_font().box_size("0").is_ok();
-    if registered() {
-        return Ok(());
-    }
-    FONT.get_or_init(|| {
-        let path = std::env::var("CPT_FONT").map_err(|_| "charts need a TrueType font: set CPT_FONT to a .ttf file (for example DejaVuSans.ttf)".to_string())?;
-        let bytes = std::fs::read(&path).map_err(|e| format!("CPT_FONT={path}: {e}"))?;
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("CPT_FONT={path}: not a usable TrueType/OpenType font"))?;
-        Ok(())
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)?;
-    if !registered() {
-        bail!("the chart font could not be used");
-    }
+    REGISTER_FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    ("sans-serif", 12.0).into_font().box_size("0").map_err(|e| anyhow::anyhow!("the bundled chart font cannot be used: {e:?}"))?;
     Ok(())
 }
 
