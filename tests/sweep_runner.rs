@@ -219,3 +219,15 @@ fn charts_are_drawn_as_svg_and_png() {
     let svg = std::fs::read_to_string(s.p("sweep/charts/heatmap_val_zh_final.svg")).unwrap();
     assert!(svg.contains("zh_ratio") && svg.contains("0.0001") && svg.contains("val.zh.final"));
 }
+
+#[test]
+fn the_done_marker_helper_marks_a_run_finished() {
+    use cpt::sweep::runner::{is_finished, write_done_marker};
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!is_finished(dir.path()).unwrap());
+    write_done_marker(dir.path(), &serde_json::json!({"step": 10, "tokens": 4096, "elapsed_s": 1.5})).unwrap();
+    assert!(is_finished(dir.path()).unwrap());
+    std::fs::write(dir.path().join("DONE.json"), "{half").unwrap();
+    let e = format!("{:#}", is_finished(dir.path()).unwrap_err());
+    assert!(e.contains("DONE.json") && e.contains("not valid JSON"), "{e}");
+}

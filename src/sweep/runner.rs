@@ -90,6 +90,13 @@ pub fn is_finished(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// For the training loop: marks `run_dir` finished by writing `DONE.json` atomically with
+/// the run summary (`step`, `tokens`, `elapsed_s`, optionally `flops`, `final_loss`). Call
+/// it last, after the final checkpoint is complete.
+pub fn write_done_marker(run_dir: &Path, summary: &serde_json::Value) -> Result<()> {
+    write_atomic(&run_dir.join(DONE_MARKER), serde_json::to_string_pretty(summary)?.as_bytes())
+}
+
 fn hash_text(text: &str) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
