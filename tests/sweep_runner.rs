@@ -31,7 +31,11 @@ lr=$(sed -n 's/^  lr: //p' "$cfg")
 zh=$(awk '/name: zh/{f=1} f&&/weight:/{print $2; exit}' "$cfg")
 id=$(basename "$out")
 echo "start $id" >> "$CALLS"
+[ "$3" = "--resume" ] && echo "resume $id" >> "$CALLS"
 if [ -n "$FAIL_ID" ] && [ "$id" = "$FAIL_ID" ]; then echo "boom" >&2; exit 3; fi
+# A complete checkpoint (as cpt train leaves one) before the long part of training.
+mkdir -p "$out/checkpoints/step-00000001/trainer_state"
+for f in trainer_state.json optimizer.json optimizer.safetensors; do : > "$out/checkpoints/step-00000001/trainer_state/$f"; done
 sleep "${SLEEP:-0}"
 awk -v lr="$lr" -v zh="$zh" 'BEGIN { for (s = 0; s <= 2; s++) { d = log(lr) - log(3e-4); zl = 2 + exp(-2*zh) + 0.1*d*d + 0.3/(s+1); el = 2.2 + 0.05*exp(3*zh) + 0.1*d*d + 0.3/(s+1);
   printf "{\"step\":%d,\"tokens\":%d,\"loss\":%.6f,\"lr\":%g,\"elapsed_s\":%d}\n", s*10, s*1000, zl, lr, s;
@@ -91,7 +95,7 @@ fn every_point_runs_once_and_results_are_collected() {
     for id in IDS {
         assert_eq!(s.count(&format!("start {id}")), 1, "{:?}", s.calls());
         assert!(s.p("sweep/runs").join(id).join("DONE.json").exists());
-        let cfg = std::fs::read_to_string(s.p("sweep/runs").join(id).join("config.yaml")).unwrap();
+        let cfg = std::fs::read_to_string(s.p("sweep/runs").join(id).join("sweep-config.yaml")).unwrap();
         assert!(cfg.contains(&*s.p("sweep/runs").join(id).canonicalize().unwrap().to_string_lossy()), "out_dir points at the run: {cfg}");
     }
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.p("sweep/results.json")).unwrap()).unwrap();
@@ -126,8 +130,9 @@ fn a_killed_sweep_resumes_without_rerunning_finished_runs() {
     let s = Setup::new(GRID);
     let mut child = s.command(&[], &[("SLEEP", "0.4")]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Kill while the third run is training.
-    while s.calls().iter().filter(|l| l.starts_with("end")).count() < 2 || s.calls().iter().filter(|l| l.starts_with("start")).count() < 3 {
+    // Kill while the third run is training, after it wrote a checkpoint.
+    let third_checkpoint = s.p("sweep/runs").join(IDS[2]).join("checkpoints/step-00000001/trainer_state/optimizer.safetensors");
+    while s.calls().iter().filter(|l| l.starts_with("end")).count() < 2 || !third_checkpoint.exists() {
         assert!(Instant::now() < deadline, "the sweep did not finish two runs: {:?}", s.calls());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -147,6 +152,8 @@ fn a_killed_sweep_resumes_without_rerunning_finished_runs() {
         assert_eq!(s.count(&format!("start {id}")), 1, "finished run {id} was rerun: {:?}", s.calls());
     }
     assert_eq!(s.count(&format!("start {interrupted}")), 2, "the interrupted run is trained again");
+    assert_eq!(s.count(&format!("resume {interrupted}")), 1, "and resumed from its checkpoint: {:?}", s.calls());
+    assert_eq!(s.calls().iter().filter(|l| l.starts_with("resume")).count(), 1, "{:?}", s.calls());
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.p("sweep/sweep_state.json")).unwrap()).unwrap();
     for id in IDS {
         assert_eq!(state["runs"][id]["status"], "finished");
@@ -188,7 +195,7 @@ fn dry_run_lays_out_configs_without_training() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("pending zh_ratio-0.8__lr-0.001"), "{}", text(&out));
     assert!(s.calls().is_empty());
-    assert!(s.p("sweep/runs").join(IDS[3]).join("config.yaml").exists());
+    assert!(s.p("sweep/runs").join(IDS[3]).join("sweep-config.yaml").exists());
     assert!(s.p("sweep/base.yaml").exists() && s.p("sweep/grid.yaml").exists());
 }
 

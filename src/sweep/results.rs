@@ -189,7 +189,8 @@ pub fn flops_per_token(config_json: &Json, seq_len: f64) -> Option<f64> {
 }
 
 fn estimate_flops(run_dir: &Path, tokens: f64) -> Option<f64> {
-    let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(run_dir.join("config.yaml")).ok()?).ok()?;
+    let text = std::fs::read_to_string(run_dir.join("config.yaml")).or_else(|_| std::fs::read_to_string(run_dir.join(super::runner::RUN_CONFIG))).ok()?;
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
     let seq_len = config.get("batch")?.get("seq_len")?.as_f64()?;
     let pattern = run_dir.join("checkpoints").join("*").join("config.json");
     let model_config = glob::glob(&pattern.to_string_lossy()).ok()?.filter_map(|p| p.ok()).max()?;

@@ -4,7 +4,7 @@
 //! finished only when its directory holds the completion marker `DONE.json`, which the
 //! training loop writes atomically at the end of a run. A killed or interrupted sweep,
 //! started again with the same arguments, skips finished runs and restarts the others
-//! (`cpt train` itself resumes from the run's newest checkpoint).
+//! (with `--resume` when the run has a complete checkpoint, so `cpt train` continues it).
 
 use super::atomic::write_atomic;
 use super::grid::PlannedRun;
@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 pub const DONE_MARKER: &str = "DONE.json";
 pub const STATE_FILE: &str = "sweep_state.json";
 pub const RUNS_DIR: &str = "runs";
+/// The config the sweep resolved for a run (`cpt train` writes its own normalised copy to
+/// `config.yaml`, so the sweep keeps its version under another name to detect changes).
+pub const RUN_CONFIG: &str = "sweep-config.yaml";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,7 +117,7 @@ pub fn prepare_runs(sweep_dir: &Path, plan: Vec<PlannedRun>, out_dir_key: &str) 
             .map_err(|e| anyhow::anyhow!("out_dir_key: {e}"))?;
         let text = serde_yaml::to_string(&run.config)?;
         let config_hash = hash_text(&text);
-        let config_path = dir.join("config.yaml");
+        let config_path = dir.join(RUN_CONFIG);
         let finished = is_finished(&dir)?;
         if finished {
             let old = std::fs::read_to_string(&config_path).unwrap_or_default();
@@ -134,10 +137,17 @@ pub fn prepare_runs(sweep_dir: &Path, plan: Vec<PlannedRun>, out_dir_key: &str) 
     Ok(out)
 }
 
+/// Whether the run already has a complete checkpoint to resume from.
+fn has_checkpoint(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) else { return false };
+    entries.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("step-") && crate::train::checkpoint::is_complete(&e.path()))
+}
+
 /// How to run the trainer.
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
-    /// Program and leading arguments; `--config <path>` is appended.
+    /// Program and leading arguments; `--config <path>` is appended, and `--resume` when
+    /// the run directory holds a complete checkpoint from an earlier attempt.
     pub trainer: Vec<String>,
     /// Runs at once.
     pub parallel: usize,
@@ -211,9 +221,14 @@ fn spawn(run: &PreparedRun, opts: &RunnerOptions, slot: usize, attempt: u32) -> 
     let log_path = run.dir.join("train.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
     use std::io::Write;
-    writeln!(log, "== cpt sweep: attempt {attempt}: {} --config {}", opts.trainer.join(" "), run.config_path.display())?;
+    let resume = has_checkpoint(&run.dir);
+    writeln!(log, "== cpt sweep: attempt {attempt}: {} --config {}{}", opts.trainer.join(" "), run.config_path.display(), if resume { " --resume" } else { "" })?;
     let mut cmd = Command::new(&opts.trainer[0]);
-    cmd.args(&opts.trainer[1..]).arg("--config").arg(&run.config_path).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(&opts.trainer[1..]).arg("--config").arg(&run.config_path);
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     if !opts.devices.is_empty() {
         cmd.env("CUDA_VISIBLE_DEVICES", &opts.devices[slot % opts.devices.len()]);
     }
