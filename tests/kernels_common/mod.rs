@@ -1,0 +1,127 @@
+//! Shared by the kernel tests: composed reference ops (chains of candle primitives that all
+//! record a backward), gradient helpers, comparisons and the PyTorch fixture.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+
+pub fn fixture() -> HashMap<String, Tensor> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kernels/reference.safetensors");
+    candle_core::safetensors::load(path, &Device::Cpu).expect("fixture made by scripts/kernels_fixtures.py")
+}
+
+pub fn get(f: &HashMap<String, Tensor>, name: &str) -> Tensor {
+    f.get(name).unwrap_or_else(|| panic!("fixture tensor {name} missing")).clone()
+}
+
+/// Largest |a - b| divided by the largest |b| (1 if b is all zeros).
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
+    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff.is_finite(), "non-finite values");
+    diff / scale
+}
+
+pub fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
+    let e = rel_err(a, b);
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.1e}");
+}
+
+/// Runs `f` on variables made from `inputs`, backpropagates `sum(y * g)` and returns y and
+/// the inputs' gradients.
+pub fn value_and_grads(
+    inputs: &[&Tensor],
+    g: &Tensor,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts).unwrap();
+    let loss = (y.to_dtype(DType::F32).unwrap() * g.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let gs = ts.iter().map(|t| grads.get(t).expect("input received no gradient").clone()).collect();
+    (y, gs)
+}
+
+pub fn randn(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+    // Deterministic normal-ish values without a global RNG: sum of uniforms from an LCG.
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32) / (1u64 << 31) as f32
+    };
+    let v: Vec<f32> = (0..n).map(|_| (0..4).map(|_| next()).sum::<f32>() - 2.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+}
+
+/// Softmax over the last dim from primitives (candle_nn's fused softmax has no backward).
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Attention from primitives: repeated k/v, full score matrix, additive mask, f32 softmax.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, hq, t, _) = q.dims4()?;
+    let hkv = k.dim(1)?;
+    let rep = |x: &Tensor| -> Result<Tensor> {
+        let (b, h, t, d) = x.dims4()?;
+        x.unsqueeze(2)?.broadcast_as((b, h, hq / hkv, t, d))?.reshape((b, hq, t, d))
+    };
+    let (k, v) = (rep(k)?, rep(v)?);
+    let dtype = q.dtype();
+    let scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * scale)?;
+    let seg = segments.to_vec2::<u32>()?;
+    let mut mask = vec![0f32; b * t * t];
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                if j > i || seg[bi][j] != seg[bi][i] {
+                    mask[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mask, (b, 1, t, t), q.device())?;
+    let p = softmax(&scores.broadcast_add(&mask)?)?;
+    p.matmul(&v.to_dtype(DType::F32)?)?.to_dtype(dtype)
+}
+
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let xf = x.to_dtype(DType::F32)?;
+    let rstd = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    xf.broadcast_mul(&rstd)?.broadcast_mul(&w.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+}
+
+/// x * cos + rotate_half(x) * sin with cos/sin `[B|1, T, D/2]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let xf = x.to_dtype(DType::F32)?;
+    (xf.broadcast_mul(&cos)? + rot.to_dtype(DType::F32)?.broadcast_mul(&sin)?)?.to_dtype(x.dtype())
+}
+
+pub fn swiglu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let af = a.to_dtype(DType::F32)?;
+    let silu = (&af / (af.neg()?.exp()? + 1.0)?)?;
+    (silu * b.to_dtype(DType::F32)?)?.to_dtype(a.dtype())
+}
+
+/// Per-token NLL from the full f32 logits.
+pub fn cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = h.matmul(&w.t()?)?.to_dtype(DType::F32)?;
+    let m = logits.max_keepdim(D::Minus1)?.detach();
+    let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &m)?;
+    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
+    (lse - picked)?.squeeze(1)
+}
