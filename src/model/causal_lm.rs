@@ -1,0 +1,368 @@
+//! The decoder: embeddings -> N x (RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU MLP)
+//! -> RMSNorm -> lm_head, with f32 master parameters and a selectable compute dtype.
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::config::ModelConfig;
+use super::init::{init_tensor, InitKind, SplitMix64};
+use super::io;
+use super::ops;
+use super::packing::Packing;
+
+/// Files copied next to the weights by `save_pretrained` when present in the source dir.
+pub const ASSET_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Where and how `save_pretrained` writes.
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    /// Stored dtype of the weights (f32, bf16 or f16).
+    pub dtype: DType,
+    /// Shard the weights above this many bytes (0: one file).
+    pub max_shard_bytes: u64,
+    /// Directory to copy tokenizer files and generation_config.json from; defaults to the
+    /// directory the model was loaded from.
+    pub assets_from: Option<PathBuf>,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, max_shard_bytes: 5_000_000_000, assets_from: None }
+    }
+}
+
+struct Layer {
+    input_norm: Var,
+    q: Var,
+    k: Var,
+    v: Var,
+    q_bias: Option<Var>,
+    k_bias: Option<Var>,
+    v_bias: Option<Var>,
+    o: Var,
+    post_norm: Var,
+    gate: Var,
+    up: Var,
+    down: Var,
+}
+
+pub struct CausalLm {
+    config: ModelConfig,
+    params: Vec<(String, Var)>,
+    embed: Var,
+    layers: Vec<Layer>,
+    final_norm: Var,
+    /// None when tied to the embeddings.
+    lm_head: Option<Var>,
+    compute_dtype: DType,
+    device: Device,
+    inv_freq: Vec<f32>,
+    source_dir: Option<PathBuf>,
+}
+
+/// Every parameter of a config: HF name, shape and initialisation, in a stable order.
+pub fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, InitKind)> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let q_out = cfg.num_attention_heads * cfg.head_dim;
+    let kv_out = cfg.num_key_value_heads * cfg.head_dim;
+    let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h], InitKind::Normal)];
+    for l in 0..cfg.num_hidden_layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        specs.push((p("input_layernorm.weight"), vec![h], InitKind::Ones));
+        specs.push((p("self_attn.q_proj.weight"), vec![q_out, h], InitKind::Normal));
+        specs.push((p("self_attn.k_proj.weight"), vec![kv_out, h], InitKind::Normal));
+        specs.push((p("self_attn.v_proj.weight"), vec![kv_out, h], InitKind::Normal));
+        if cfg.architecture.qkv_bias() {
+            specs.push((p("self_attn.q_proj.bias"), vec![q_out], InitKind::Zeros));
+            specs.push((p("self_attn.k_proj.bias"), vec![kv_out], InitKind::Zeros));
+            specs.push((p("self_attn.v_proj.bias"), vec![kv_out], InitKind::Zeros));
+        }
+        specs.push((p("self_attn.o_proj.weight"), vec![h, q_out], InitKind::Normal));
+        specs.push((p("post_attention_layernorm.weight"), vec![h], InitKind::Ones));
+        specs.push((p("mlp.gate_proj.weight"), vec![i, h], InitKind::Normal));
+        specs.push((p("mlp.up_proj.weight"), vec![i, h], InitKind::Normal));
+        specs.push((p("mlp.down_proj.weight"), vec![h, i], InitKind::Normal));
+    }
+    specs.push(("model.norm.weight".to_string(), vec![h], InitKind::Ones));
+    if !cfg.tie_word_embeddings {
+        specs.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h], InitKind::Normal));
+    }
+    specs
+}
+
+/// Checkpoint entries that are buffers, not parameters, and are safe to ignore.
+fn is_ignorable_buffer(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+impl CausalLm {
+    /// Loads `config.json` and the safetensors weights of an HF model directory.
+    pub fn from_pretrained(dir: &Path, device: &Device, compute_dtype: DType) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let tensors = io::load_safetensors_dir(dir)
+            .with_context(|| format!("loading weights from {}", dir.display()))?;
+        let mut model = Self::from_tensors(config, tensors, device, compute_dtype)
+            .with_context(|| format!("checkpoint {}", dir.display()))?;
+        model.source_dir = Some(dir.to_path_buf());
+        Ok(model)
+    }
+
+    /// Builds the model from named tensors (any float dtype, any device). Every parameter
+    /// must be present with its shape; anything else is an error naming the tensor.
+    pub fn from_tensors(
+        config: ModelConfig,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+        compute_dtype: DType,
+    ) -> Result<Self> {
+        let specs = parameter_specs(&config);
+        if config.tie_word_embeddings {
+            // Some tied checkpoints also store the (identical) head: transformers ignores it.
+            tensors.remove("lm_head.weight");
+        }
+        let known: HashSet<&str> = specs.iter().map(|(n, _, _)| n.as_str()).collect();
+        let mut unexpected: Vec<&String> = tensors
+            .keys()
+            .filter(|n| !known.contains(n.as_str()) && !is_ignorable_buffer(n))
+            .collect();
+        unexpected.sort();
+        if let Some(first) = unexpected.first() {
+            bail!(
+                "unexpected tensor `{first}` in checkpoint ({} unexpected: {})",
+                unexpected.len(),
+                list_some(&unexpected)
+            );
+        }
+        let missing: Vec<&String> = specs.iter().map(|(n, _, _)| n).filter(|n| !tensors.contains_key(*n)).collect();
+        if let Some(first) = missing.first() {
+            bail!("missing tensor `{first}` in checkpoint ({} missing: {})", missing.len(), list_some(&missing));
+        }
+        let mut params = Vec::with_capacity(specs.len());
+        for (name, shape, _) in &specs {
+            let t = tensors.remove(name).expect("checked present");
+            if t.dims() != shape.as_slice() {
+                bail!("tensor `{name}` has shape {:?}, expected {:?} from config.json", t.dims(), shape);
+            }
+            let t = t
+                .to_dtype(DType::F32)?
+                .to_device(device)
+                .with_context(|| format!("moving tensor `{name}` to {device:?}"))?;
+            params.push((name.clone(), Var::from_tensor(&t)?));
+        }
+        Self::assemble(config, params, device, compute_dtype)
+    }
+
+    /// A randomly initialised model (transformers' `_init_weights`: normal(0,
+    /// initializer_range) weights, unit norms, zero biases), reproducible from `seed`.
+    pub fn new_random(config: ModelConfig, seed: u64, device: &Device, compute_dtype: DType) -> Result<Self> {
+        config.validate()?;
+        let mut rng = SplitMix64::new(seed);
+        let mut params = Vec::new();
+        for (name, shape, kind) in parameter_specs(&config) {
+            let t = init_tensor(&shape, kind, config.initializer_range, &mut rng, device)?;
+            params.push((name, Var::from_tensor(&t)?));
+        }
+        Self::assemble(config, params, device, compute_dtype)
+    }
+
+    fn assemble(config: ModelConfig, params: Vec<(String, Var)>, device: &Device, compute_dtype: DType) -> Result<Self> {
+        if !matches!(compute_dtype, DType::F32 | DType::BF16 | DType::F16) {
+            bail!("compute dtype {compute_dtype:?} is not supported (use f32, bf16 or f16)");
+        }
+        let by_name: HashMap<&str, &Var> = params.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let get = |n: &str| -> Var { (*by_name.get(n).expect("parameter from specs")).clone() };
+        let opt = |n: &str| -> Option<Var> { by_name.get(n).map(|v| (*v).clone()) };
+        let layers = (0..config.num_hidden_layers)
+            .map(|l| {
+                let p = |s: &str| format!("model.layers.{l}.{s}");
+                Layer {
+                    input_norm: get(&p("input_layernorm.weight")),
+                    q: get(&p("self_attn.q_proj.weight")),
+                    k: get(&p("self_attn.k_proj.weight")),
+                    v: get(&p("self_attn.v_proj.weight")),
+                    q_bias: opt(&p("self_attn.q_proj.bias")),
+                    k_bias: opt(&p("self_attn.k_proj.bias")),
+                    v_bias: opt(&p("self_attn.v_proj.bias")),
+                    o: get(&p("self_attn.o_proj.weight")),
+                    post_norm: get(&p("post_attention_layernorm.weight")),
+                    gate: get(&p("mlp.gate_proj.weight")),
+                    up: get(&p("mlp.up_proj.weight")),
+                    down: get(&p("mlp.down_proj.weight")),
+                }
+            })
+            .collect();
+        let embed = get("model.embed_tokens.weight");
+        let final_norm = get("model.norm.weight");
+        let lm_head = opt("lm_head.weight");
+        let inv_freq = ops::rope_inv_freq(&config);
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            params,
+            compute_dtype,
+            device: device.clone(),
+            inv_freq,
+            source_dir: None,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
+    }
+
+    /// The directory the model was loaded from, if any.
+    pub fn source_dir(&self) -> Option<&Path> {
+        self.source_dir.as_deref()
+    }
+
+    /// HF tensor names -> f32 master Vars (the trainable parameters), in a stable order.
+    pub fn named_parameters(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    fn w(&self, v: &Var) -> Result<Tensor> {
+        Ok(v.as_tensor().to_dtype(self.compute_dtype)?)
+    }
+
+    fn wo(&self, v: &Option<Var>) -> Result<Option<Tensor>> {
+        v.as_ref().map(|v| self.w(v)).transpose()
+    }
+
+    /// input_ids [B, T] (u32) -> logits [B, T, V] (f32) for every position. With `packing`,
+    /// tokens attend only within their document and positions restart per document.
+    pub fn forward(&self, input_ids: &Tensor, packing: Option<&Packing>) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2().context("forward: input_ids must be [batch, seq_len]")?;
+        self.config.check_seq_len(t)?;
+        let ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
+        let max_id = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        if max_id as usize >= self.config.vocab_size {
+            bail!("forward: token id {max_id} is outside the vocabulary (vocab_size {})", self.config.vocab_size);
+        }
+
+        let (positions, mask) = match packing {
+            Some(p) => {
+                if p.positions.dims() != [b, t] || p.segments.dims() != [b, t] {
+                    bail!(
+                        "forward: packing tensors are {:?}/{:?}, input_ids are [{b}, {t}]",
+                        p.positions.dims(),
+                        p.segments.dims()
+                    );
+                }
+                let segments = p.segments.to_device(&self.device)?;
+                (p.positions.to_device(&self.device)?, ops::document_mask(&segments)?)
+            }
+            None => {
+                let pos = Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?.broadcast_as((b, t))?.contiguous()?;
+                (pos, ops::causal_mask(t, &self.device)?)
+            }
+        };
+        let (cos, sin) = ops::rope_tables(&positions, &self.inv_freq, &self.device)?;
+
+        // Gather embedding rows in f32, then cast: cheaper than casting the whole table.
+        let mut x = self
+            .embed
+            .as_tensor()
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(self.compute_dtype)?
+            .reshape((b, t, self.config.hidden_size))?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, &cos, &sin, &mask)?;
+        }
+        let x = ops::rms_norm(&x, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?;
+        let head = self.w(self.lm_head.as_ref().unwrap_or(&self.embed))?;
+        Ok(ops::linear(&x, &head, None)?.to_dtype(DType::F32)?)
+    }
+
+    fn layer_forward(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let eps = c.rms_norm_eps;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+        };
+
+        let h = ops::rms_norm(x, &self.w(&l.input_norm)?, eps)?;
+        let q = heads(ops::linear(&h, &self.w(&l.q)?, self.wo(&l.q_bias)?.as_ref())?, c.num_attention_heads)?;
+        let k = heads(ops::linear(&h, &self.w(&l.k)?, self.wo(&l.k_bias)?.as_ref())?, c.num_key_value_heads)?;
+        let v = heads(ops::linear(&h, &self.w(&l.v)?, self.wo(&l.v_bias)?.as_ref())?, c.num_key_value_heads)?;
+        let q = ops::apply_rope(&q, cos, sin)?.contiguous()?;
+        let k = ops::apply_rope(&k, cos, sin)?.contiguous()?;
+        let attn = ops::attention(&q, &k, &v, mask)?
+            .transpose(1, 2)?
+            .reshape((b, t, c.num_attention_heads * c.head_dim))?;
+        let x = (x + ops::linear(&attn, &self.w(&l.o)?, None)?)?;
+
+        let h = ops::rms_norm(&x, &self.w(&l.post_norm)?, eps)?;
+        let gate = ops::linear(&h, &self.w(&l.gate)?, None)?;
+        let up = ops::linear(&h, &self.w(&l.up)?, None)?;
+        let mlp = ops::linear(&ops::swiglu(&gate, &up)?, &self.w(&l.down)?, None)?;
+        Ok((x + mlp)?)
+    }
+
+    /// Writes an HF model directory: config.json, safetensors (sharded with an index above
+    /// `max_shard_bytes`) in `opts.dtype`, and the tokenizer / generation config files.
+    pub fn save_pretrained(&self, dir: &Path, opts: &SaveOptions) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tensors: Vec<(String, Tensor)> =
+            self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+        io::save_safetensors_dir(dir, &tensors, opts.dtype, opts.max_shard_bytes)?;
+        let config = self.config.to_hf_json_with_dtype(io::torch_dtype_name(opts.dtype));
+        let path = dir.join("config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&config)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(src) = opts.assets_from.as_deref().or(self.source_dir.as_deref()) {
+            copy_assets(src, dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies tokenizer files and generation_config.json that exist in `src` into `dst`.
+pub fn copy_assets(src: &Path, dst: &Path) -> Result<()> {
+    if same_dir(src, dst) {
+        return Ok(());
+    }
+    for name in ASSET_FILES {
+        let from = src.join(name);
+        if from.exists() {
+            let to = dst.join(name);
+            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn list_some(names: &[&String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(|s| s.as_str()).collect();
+    let more = if names.len() > 5 { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
+}

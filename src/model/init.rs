@@ -1,0 +1,281 @@
+//! Fresh models: size presets, seeded random initialisation, and byte-level BPE tokenizers
+//! trained with the tokenizers crate (so tests and proxies need nothing from outside).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+use super::config::{Architecture, ModelConfig, RopeScaling};
+
+/// How a parameter starts (transformers `_init_weights` for these models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitKind {
+    /// normal(0, initializer_range): linear weights and embeddings.
+    Normal,
+    /// RMSNorm weights.
+    Ones,
+    /// Biases.
+    Zeros,
+}
+
+/// SplitMix64: tiny, seedable, identical on every platform and device.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn next_unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal pair (Box-Muller).
+    fn next_normal_pair(&mut self) -> (f64, f64) {
+        let r = (-2.0 * self.next_unit().ln()).sqrt();
+        let theta = 2.0 * std::f64::consts::PI * self.next_unit();
+        (r * theta.cos(), r * theta.sin())
+    }
+}
+
+/// A freshly initialised f32 tensor.
+pub fn init_tensor(shape: &[usize], kind: InitKind, std: f64, rng: &mut SplitMix64, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = match kind {
+        InitKind::Ones => vec![1.0; n],
+        InitKind::Zeros => vec![0.0; n],
+        InitKind::Normal => {
+            let mut v = Vec::with_capacity(n + 1);
+            while v.len() < n {
+                let (a, b) = rng.next_normal_pair();
+                v.push((a * std) as f32);
+                v.push((b * std) as f32);
+            }
+            v.truncate(n);
+            v
+        }
+    };
+    Ok(Tensor::from_vec(data, shape, device)?)
+}
+
+/// Model sizes by name. Vocabulary size comes from the tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Vocabulary size for a BPE trained by `cpt init` when none is given.
+    pub default_vocab_size: usize,
+}
+
+pub const PRESETS: &[Preset] = &[
+    // Fast enough for CI: a forward+backward on 2x64 tokens takes milliseconds.
+    Preset {
+        name: "tiny",
+        hidden_size: 64,
+        intermediate_size: 176,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: true,
+        default_vocab_size: 1024,
+    },
+    // About 10M parameters with a 8k vocabulary: quick proxy runs on CPU.
+    Preset {
+        name: "small-10m",
+        hidden_size: 256,
+        intermediate_size: 704,
+        num_hidden_layers: 6,
+        num_attention_heads: 8,
+        num_key_value_heads: 4,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: true,
+        default_vocab_size: 8192,
+    },
+    // About 100M parameters with a 32k vocabulary (75M non-embedding).
+    Preset {
+        name: "small-100m",
+        hidden_size: 768,
+        intermediate_size: 2048,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        max_position_embeddings: 4096,
+        tie_word_embeddings: true,
+        default_vocab_size: 32000,
+    },
+];
+
+pub fn preset(name: &str) -> Result<Preset> {
+    PRESETS.iter().copied().find(|p| p.name == name).with_context(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+        format!("unknown preset `{name}` (available: {})", names.join(", "))
+    })
+}
+
+/// Sizes for `cpt init`: a preset with optional explicit overrides.
+#[derive(Debug, Clone, Default)]
+pub struct SizeOverrides {
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    pub rope_theta: Option<f64>,
+    pub tie_word_embeddings: Option<bool>,
+}
+
+/// The config of a fresh model of `arch` with `preset` sizes (and overrides).
+pub fn build_config(
+    arch: Architecture,
+    preset: &Preset,
+    o: &SizeOverrides,
+    vocab_size: usize,
+    bos: Option<u32>,
+    eos: Option<u32>,
+) -> Result<ModelConfig> {
+    let hidden_size = o.hidden_size.unwrap_or(preset.hidden_size);
+    let heads = o.num_attention_heads.unwrap_or(preset.num_attention_heads);
+    let kv = o.num_key_value_heads.unwrap_or(preset.num_key_value_heads.min(heads));
+    if heads == 0 || kv == 0 || heads % kv != 0 {
+        bail!("--num-kv-heads ({kv}) must divide --num-heads ({heads})");
+    }
+    let head_dim = match o.head_dim {
+        Some(d) => d,
+        None if hidden_size % heads == 0 => hidden_size / heads,
+        None => bail!("--hidden-size ({hidden_size}) is not divisible by --num-heads ({heads}); give --head-dim"),
+    };
+    let max_pos = o.max_position_embeddings.unwrap_or(preset.max_position_embeddings);
+    let config = ModelConfig {
+        architecture: arch,
+        vocab_size,
+        hidden_size,
+        intermediate_size: o.intermediate_size.unwrap_or(preset.intermediate_size),
+        num_hidden_layers: o.num_hidden_layers.unwrap_or(preset.num_hidden_layers),
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim,
+        rms_norm_eps: 1e-5,
+        rope_theta: o.rope_theta.unwrap_or(10000.0),
+        rope_scaling: RopeScaling::None,
+        max_position_embeddings: max_pos,
+        tie_word_embeddings: o.tie_word_embeddings.unwrap_or(preset.tie_word_embeddings),
+        // Mistral's window equals the context here, so attention is plain causal.
+        sliding_window: (arch == Architecture::Mistral).then_some(max_pos),
+        bos_token_id: bos,
+        eos_token_ids: eos.into_iter().collect(),
+        pad_token_id: None,
+        initializer_range: 0.02,
+    };
+    if head_dim % 2 != 0 {
+        bail!("head dim {head_dim} must be even for rotary embeddings");
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Special tokens of tokenizers trained by `cpt init`.
+pub const BOS_TOKEN: &str = "<|begin_of_text|>";
+pub const EOS_TOKEN: &str = "<|end_of_text|>";
+pub const PAD_TOKEN: &str = "<|pad|>";
+
+/// Trains a byte-level BPE tokenizer (GPT-2 / Llama-3 style) on text files. The result has
+/// `BOS_TOKEN`, `EOS_TOKEN`, `PAD_TOKEN` as ids 0, 1, 2 and a post-processor that prepends
+/// BOS (as Llama 3's does), so transformers' tokenizer adds it too.
+pub fn train_bpe_tokenizer(files: &[PathBuf], vocab_size: usize) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::processors::template::TemplateProcessing;
+    use tokenizers::normalizers::NormalizerWrapper;
+    use tokenizers::{AddedToken, TokenizerBuilder};
+
+    if files.is_empty() {
+        bail!("--train-tokenizer needs at least one text file");
+    }
+    for f in files {
+        if !f.is_file() {
+            bail!("tokenizer training file {} does not exist", f.display());
+        }
+    }
+    let specials: Vec<AddedToken> =
+        [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN].iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
+    let min_vocab = 256 + specials.len();
+    if vocab_size < min_vocab {
+        bail!("--vocab-size {vocab_size} is too small for a byte-level BPE (at least {min_vocab})");
+    }
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, TemplateProcessing, ByteLevel>::new()
+        .with_model(BPE::default())
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+        .with_decoder(Some(ByteLevel::default()))
+        .with_post_processor(Some(
+            TemplateProcessing::builder()
+                .try_single(format!("{BOS_TOKEN}:0 $A:0"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .try_pair(format!("{BOS_TOKEN}:0 $A:0 {BOS_TOKEN}:1 $B:1"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .special_tokens(vec![(BOS_TOKEN, 0)])
+                .build()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
+        .build()
+        .map_err(|e| anyhow::anyhow!("building tokenizer: {e}"))?;
+    let paths: Vec<String> = files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    tokenizer
+        .train_from_files(&mut trainer, paths)
+        .map_err(|e| anyhow::anyhow!("training BPE on {:?}: {e}", files))?;
+    Ok(tokenizer.into())
+}
+
+/// Writes `tokenizer_config.json` naming BOS/EOS/PAD for transformers.
+pub fn write_tokenizer_config(dir: &Path, bos: &str, eos: &str, pad: Option<&str>, max_len: usize) -> Result<()> {
+    let mut v = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": eos,
+        "model_max_length": max_len,
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(p) = pad {
+        v["pad_token"] = serde_json::json!(p);
+    }
+    let path = dir.join("tokenizer_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `generation_config.json` with the model's BOS/EOS.
+pub fn write_generation_config(dir: &Path, config: &ModelConfig) -> Result<()> {
+    let mut v = serde_json::json!({ "_from_model_config": true });
+    if let Some(b) = config.bos_token_id {
+        v["bos_token_id"] = serde_json::json!(b);
+    }
+    if let Some(&e) = config.eos_token_ids.first() {
+        v["eos_token_id"] = serde_json::json!(e);
+    }
+    let path = dir.join("generation_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))
+}
