@@ -9,7 +9,7 @@ use cpt::kernels::attention::flash_attention;
 use cpt::kernels::cross_entropy::chunked_cross_entropy;
 use cpt::kernels::recompute::{recompute, GradSink};
 use cpt::kernels::rms_norm::rms_norm;
-use cpt::kernels::rope::{inv_freq, rope, RopeScaling, RopeTable};
+use cpt::kernels::rope::{half_tables, rope, RopeTable};
 use cpt::kernels::swiglu::swiglu;
 use cpt::kernels::KernelMode;
 use kernels_common as common;
@@ -104,24 +104,35 @@ fn rms_norm_matches_torch_and_composed() {
     assert!(bad.unwrap_err().to_string().contains("weight shape"));
 }
 
+const LLAMA3_CONFIG: &str = r#"{
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 50,
+  "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+  "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+  "max_position_embeddings": 64, "rope_theta": 500000.0,
+  "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                   "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+}"#;
+
 #[test]
 fn rope_matches_transformers() {
     let f = fixture();
-    let scaling = RopeScaling::Llama3 {
-        factor: 8.0,
-        low_freq_factor: 1.0,
-        high_freq_factor: 4.0,
-        original_max_position_embeddings: 16.0,
-    };
-    let inv = inv_freq(500000.0, 16, &scaling).unwrap();
-    let inv_t = Tensor::new(inv.as_slice(), &Device::Cpu).unwrap();
-    assert_close(&inv_t, &get(&f, "rope.inv_freq"), 1e-6, "llama3 inv_freq");
+    let cfg = cpt::model::config::ModelConfig::from_json_str(LLAMA3_CONFIG).unwrap();
+    let from_cfg = RopeTable::for_config(&cfg, 64, &Device::Cpu).unwrap();
+    let inv: Vec<f32> = get(&f, "rope.inv_freq").to_vec1().unwrap();
     let table = RopeTable::new(&inv, 64, 1.0, &Device::Cpu).unwrap();
+    let inv_cfg = Tensor::new(cpt::model::ops::rope_inv_freq(&cfg).as_slice(), &Device::Cpu).unwrap();
+    assert_close(&inv_cfg, &get(&f, "rope.inv_freq"), 1e-6, "llama3 inv_freq");
+    // positions up to 63 multiply the last-ulp differences of inv_freq
+    assert_close(&from_cfg.cos, &table.cos, 1e-5, "table from the model config");
     let (cos, sin) = table.gather(&to_u32(&get(&f, "rope.positions"))).unwrap();
     let x = get(&f, "rope.x");
     let (y, g) = value_and_grads(&[&x], &get(&f, "rope.g"), |t| rope(&t[0], &cos, &sin));
     assert_close(&y, &get(&f, "rope.y"), 1e-6, "rope y");
     assert_close(&g[0], &get(&f, "rope.dx"), 1e-6, "rope dx");
+    // the model's own [B, 1, T, D] tables give the same rotation
+    let (mcos, msin) = cpt::model::ops::rope_tables(&to_u32(&get(&f, "rope.positions")), &inv, &Device::Cpu).unwrap();
+    let (hcos, hsin) = half_tables(&mcos, &msin).unwrap();
+    assert_close(&rope(&x, &hcos, &hsin).unwrap(), &get(&f, "rope.y"), 1e-6, "rope from model tables");
     // beyond the table: a clear error
     let far = Tensor::new(&[[0u32, 64]], &Device::Cpu).unwrap();
     assert!(table.gather(&far).unwrap_err().to_string().contains("beyond"));
@@ -129,7 +140,7 @@ fn rope_matches_transformers() {
 
 #[test]
 fn rope_matches_composed() {
-    let inv = inv_freq(10000.0, 32, &RopeScaling::Default).unwrap();
+    let inv: Vec<f32> = (0..16).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / 32.0)).collect();
     let table = RopeTable::new(&inv, 40, 1.0, &Device::Cpu).unwrap();
     let (cos, sin) = table.prefix(33).unwrap(); // shared by the batch
     for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 1e-2)] {
@@ -140,9 +151,6 @@ fn rope_matches_composed() {
         assert_close(&yf, &yc, tol, &format!("{dtype:?} rope y"));
         assert_close(&gf[0], &gc[0], tol, &format!("{dtype:?} rope dx"));
     }
-    let linear = inv_freq(10000.0, 8, &RopeScaling::Linear { factor: 4.0 }).unwrap();
-    let plain = inv_freq(10000.0, 8, &RopeScaling::Default).unwrap();
-    assert!(linear.iter().zip(&plain).all(|(l, p)| (l * 4.0 - p).abs() <= 1e-6 * p));
 }
 
 #[test]
@@ -271,4 +279,62 @@ fn kernel_mode_parses() {
     assert!(err.contains("composed"), "{err}");
     let m: KernelMode = serde_yaml::from_str("fused").unwrap();
     assert_eq!(m, KernelMode::Fused);
+}
+
+fn e<T>(r: anyhow::Result<T>) -> candle_core::Result<T> {
+    r.map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// One decoder layer written against `kernels::dispatch`, run in both modes: the fused path
+/// must reproduce the model's composed ops, values and every gradient.
+#[test]
+fn dispatch_layer_fused_matches_composed() {
+    use cpt::kernels::dispatch::{self, AttentionMask, Rope};
+    use cpt::model::packing::Packing;
+    let (b, t, hidden, heads, kv, hd, inter, vocab) = (2, 20, 32, 4, 2, 8, 48, 40);
+    let packing = Packing::from_doc_starts(&[vec![0, 7], vec![0]], t, &Device::Cpu).unwrap();
+    let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32)).collect();
+    let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + 3) % vocab as u32).collect();
+    let targets = Tensor::from_vec(targets, (b, t), &Device::Cpu).unwrap();
+    let shapes: [&[usize]; 9] = [
+        &[b, t, hidden], &[hidden], &[heads * hd, hidden], &[kv * hd, hidden], &[kv * hd, hidden],
+        &[hidden, heads * hd], &[inter, hidden], &[inter, hidden], &[hidden, inter],
+    ];
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 4e-2)] {
+        let inputs: Vec<Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let x = randn(s, 100 + i as u64, DType::F32);
+                let x = if i == 1 { x.affine(0.1, 1.0).unwrap() } else if i > 1 { (x * 0.2).unwrap() } else { x };
+                x.to_dtype(dtype).unwrap()
+            })
+            .collect();
+        let head = (randn(&[vocab, hidden], 200, DType::F32) * 0.2).unwrap().to_dtype(dtype).unwrap();
+        let layer = |mode, p: &[Tensor]| -> candle_core::Result<Tensor> {
+            let lin = |x: &Tensor, w: &Tensor| cpt::model::ops::linear(x, w, None);
+            let split = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
+            let rope = e(Rope::new(mode, &packing.positions, &inv))?;
+            let mask = e(AttentionMask::new(mode, Some(&packing.segments), t, &Device::Cpu))?;
+            let x = &p[0];
+            let h = e(dispatch::rms_norm(mode, x, &p[1], 1e-5))?;
+            let q = e(rope.apply(&split(lin(&h, &p[2])?, heads)?))?;
+            let k = e(rope.apply(&split(lin(&h, &p[3])?, kv)?))?;
+            let v = split(lin(&h, &p[4])?, kv)?;
+            let a = e(dispatch::attention(&q, &k, &v, &mask))?.transpose(1, 2)?.reshape((b, t, heads * hd))?;
+            let x = (x + lin(&a, &p[5])?)?;
+            let m = e(dispatch::swiglu(mode, &lin(&x, &p[6])?, &lin(&x, &p[7])?))?;
+            let x = (&x + lin(&m, &p[8])?)?;
+            e(dispatch::token_nll_from_hidden(mode, &x, &p[9], &targets, 16))
+        };
+        let mut all: Vec<&Tensor> = inputs.iter().collect();
+        all.push(&head);
+        let g = Tensor::ones((b, t), DType::F32, &Device::Cpu).unwrap();
+        let (lc, gc) = value_and_grads(&all, &g, |p| layer(KernelMode::Composed, p));
+        let (lf, gf) = value_and_grads(&all, &g, |p| layer(KernelMode::Fused, p));
+        assert_close(&lf, &lc, tol, &format!("{dtype:?} layer loss"));
+        for (i, (a, c)) in gf.iter().zip(&gc).enumerate() {
+            assert_close(a, c, tol, &format!("{dtype:?} layer gradient of input {i}"));
+        }
+    }
 }

@@ -15,6 +15,8 @@
 //! | cross-entropy over vocabulary chunks | [`cross_entropy::chunked_cross_entropy`] | hidden `[N,H]`, lm_head `[V,H]`, targets `[N]` |
 //! | multi-tensor AdamW | [`adamw::adamw_step`] | f32 params, grads, moments |
 //! | activation recomputation | [`recompute::recompute`] | any block `x -> y` |
+//!
+//! [`dispatch`] gives the model one call per op that follows a [`KernelMode`].
 
 pub mod adamw;
 pub mod attention;
@@ -22,6 +24,7 @@ pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 pub mod device_info;
+pub mod dispatch;
 mod host;
 pub mod recompute;
 pub mod rms_norm;

@@ -8,17 +8,16 @@ use rayon::prelude::*;
 
 use super::host::{check_float, from_f32_vec, to_f32_vec};
 
-/// RMSNorm of `x` (`[.., H]`) with `weight` (`[H]`, same dtype as `x`).
+/// RMSNorm of `x` (`[.., H]`) with `weight` (`[H]`, cast to `x`'s dtype as the composed
+/// op does; its gradient flows back through the cast).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     check_float(x.dtype(), "rms_norm input")?;
     let hidden = x.dim(candle_core::D::Minus1)?;
     if weight.dims() != [hidden] {
         bail!("rms_norm: weight shape {:?} does not match hidden size {hidden}", weight.dims())
     }
-    if weight.dtype() != x.dtype() {
-        bail!("rms_norm: weight dtype {:?} differs from input dtype {:?}", weight.dtype(), x.dtype())
-    }
-    x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
+    let weight = weight.to_dtype(x.dtype())?.contiguous()?;
+    x.contiguous()?.apply_op2(&weight, RmsNorm { eps: eps as f32 })
 }
 
 struct RmsNorm {

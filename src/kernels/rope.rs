@@ -3,58 +3,15 @@
 //! The backward is the inverse rotation (same op with `sin` negated).
 //!
 //! [`RopeTable`] precomputes cos/sin for every position from the model's inverse frequencies
-//! (default, linear or Llama-3 scaling); packed batches gather rows by per-token positions.
+//! (`crate::model::ops::rope_inv_freq`: default, linear or Llama-3 scaling); packed batches
+//! gather rows by per-token positions. [`half_tables`] converts the model's own
+//! `[B, 1, T, D]` tables instead.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::host::{check_float, from_f32_vec, to_f32_vec};
-
-/// How the model's config scales RoPE frequencies (`rope_scaling` / `rope_parameters`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum RopeScaling {
-    /// Plain `1 / theta^(2i/D)`.
-    Default,
-    /// Positions divided by `factor` (`rope_type: linear`).
-    Linear { factor: f64 },
-    /// `rope_type: llama3` (Llama 3.1+): long wavelengths divided by `factor`, short kept,
-    /// a smooth blend between.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
-}
-
-/// Inverse frequencies `[D/2]`, computed as transformers' `_compute_*_parameters` do.
-pub fn inv_freq(theta: f64, head_dim: usize, scaling: &RopeScaling) -> Result<Vec<f32>> {
-    if head_dim == 0 || head_dim % 2 != 0 {
-        bail!("rope: head_dim {head_dim} must be even and positive")
-    }
-    let base: Vec<f64> =
-        (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
-    let scaled = match *scaling {
-        RopeScaling::Default => base,
-        RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-            let low_wavelen = original_max_position_embeddings / low_freq_factor;
-            let high_wavelen = original_max_position_embeddings / high_freq_factor;
-            base.into_iter()
-                .map(|f| {
-                    let wavelen = 2.0 * std::f64::consts::PI / f;
-                    if wavelen < high_wavelen {
-                        f
-                    } else if wavelen > low_wavelen {
-                        f / factor
-                    } else {
-                        let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
-                        (1.0 - smooth) * f / factor + smooth * f
-                    }
-                })
-                .collect()
-        }
-    };
-    // transformers keeps inv_freq in f32.
-    Ok(scaled.into_iter().map(|f| f as f32).collect())
-}
 
 /// cos/sin for positions `0..max_positions`, `[max_positions, D/2]` f32 each.
 #[derive(Debug, Clone)]
@@ -64,6 +21,11 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
+    /// The table for a model config, positions `0..max_positions`.
+    pub fn for_config(cfg: &crate::model::config::ModelConfig, max_positions: usize, device: &Device) -> Result<Self> {
+        Self::new(&crate::model::ops::rope_inv_freq(cfg), max_positions, 1.0, device)
+    }
+
     /// `attention_scaling` multiplies cos and sin (1.0 except for YaRN-style configs).
     pub fn new(inv_freq: &[f32], max_positions: usize, attention_scaling: f32, device: &Device) -> Result<Self> {
         let half = inv_freq.len();
@@ -102,6 +64,18 @@ impl RopeTable {
     pub fn prefix(&self, t: usize) -> Result<(Tensor, Tensor)> {
         Ok((self.cos.narrow(0, 0, t)?.unsqueeze(0)?, self.sin.narrow(0, 0, t)?.unsqueeze(0)?))
     }
+}
+
+/// The model's cos/sin tables (`[B, 1, T, D]` f32, halves repeated, from
+/// `crate::model::ops::rope_tables`) in this op's layout `[B, T, D/2]`. Do it once per
+/// forward, not per layer.
+pub fn half_tables(cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (_, one, _, d) = cos.dims4()?;
+    if one != 1 || sin.dims() != cos.dims() {
+        bail!("rope: expected [B, 1, T, D] tables, got {:?} and {:?}", cos.dims(), sin.dims())
+    }
+    let half = |t: &Tensor| -> Result<Tensor> { t.squeeze(1)?.narrow(2, 0, d / 2)?.to_dtype(DType::F32)?.contiguous() };
+    Ok((half(cos)?, half(sin)?))
 }
 
 /// Rotates `x` (`[B, H, T, D]`) by `cos`, `sin` (`[B or 1, T, D/2]`, f32).
