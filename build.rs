@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const KERNEL_DIR: &str = "src/kernels/cuda";
-const KERNELS: &[&str] = &["attention", "rmsnorm", "elementwise", "adamw"];
+const KERNELS: &[&str] = &["attention", "attention_blocked", "rmsnorm", "elementwise", "adamw"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

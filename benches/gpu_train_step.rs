@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use clap::Parser;
 use cpt::kernels::adamw::{adamw_step, AdamWSlot, AdamWStep};
 use cpt::kernels::device_info;
-use cpt::kernels::dispatch::{self, AttentionMask, Rope};
+use cpt::kernels::dispatch::{self, AttentionMask, FusedAttention, Rope};
 use cpt::kernels::recompute::{recompute, GradSink};
 use cpt::kernels::KernelMode;
 use cpt::model::causal_lm::CausalLm;
@@ -43,6 +43,9 @@ struct Args {
     mode: String,
     #[arg(long)]
     recompute: bool,
+    /// fused attention kernel: flash | blocked:<query rows>
+    #[arg(long, default_value = "flash")]
+    attention: String,
     /// cpu | cuda
     #[arg(long, default_value = "cuda")]
     device: String,
@@ -148,6 +151,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let seq_len = args.seq_len.unwrap_or(if args.shape == "tiny" { 32 } else { 2048 });
     let mode: KernelMode = args.mode.parse()?;
+    let attention: FusedAttention = args.attention.parse()?;
     let device = match args.device.as_str() {
         "cpu" => Device::Cpu,
         "cuda" => Device::new_cuda(0).context("opening CUDA device 0 (build with --features cuda)")?,
@@ -191,7 +195,7 @@ fn main() -> Result<()> {
             cfg: cfg.clone(),
             dtype,
             rope: std::sync::Arc::new(Rope::new(mode, &positions, &inv_freq)?),
-            mask: std::sync::Arc::new(AttentionMask::new(mode, None, t, &device)?),
+            mask: std::sync::Arc::new(AttentionMask::with_kernel(mode, attention, None, t, &device)?),
         };
         let mut x = embed.as_tensor().index_select(&ids.flatten_all()?, 0)?.to_dtype(dtype)?.reshape((b, t, cfg.hidden_size))?;
         for p in &layers {
@@ -267,7 +271,12 @@ fn main() -> Result<()> {
     let fpt = 6.0 * n_matmul as f64 + 12.0 * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * t) as f64;
     let gib = |x: u64| (x as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0;
     let out = serde_json::json!({
-        "impl": format!("cpt {}{}", args.mode, if args.recompute { "+recompute" } else { "" }),
+        "impl": format!(
+            "cpt {}{}{}",
+            args.mode,
+            if mode == KernelMode::Fused { format!(" ({})", args.attention) } else { String::new() },
+            if args.recompute { "+recompute" } else { "" }
+        ),
         "shape": args.shape, "params": n_params, "matmul_params": n_matmul,
         "batch": b, "seq_len": t, "steps": args.steps, "device": device_info::describe(&device)?,
         "tokens_per_s": (tokens_per_s * 10.0).round() / 10.0,

@@ -72,6 +72,50 @@ fn attention_matches_composed() {
 }
 
 #[test]
+fn blocked_attention_matches_torch_and_composed() {
+    use cpt::kernels::attention_blocked::blocked_attention;
+    let f = fixture();
+    let (q, k, v, seg) = (get(&f, "attn.q"), get(&f, "attn.k"), get(&f, "attn.v"), to_u32(&get(&f, "attn.segments")));
+    let scale = 0.25;
+    for q_block in [1, 4, 13, 100] {
+        let (o, g) = value_and_grads(&[&q, &k, &v], &get(&f, "attn.dout"), |x| {
+            blocked_attention(&x[0], &x[1], &x[2], Some(&seg), scale, q_block)
+        });
+        assert_close(&o, &get(&f, "attn.out"), 1e-5, &format!("q_block {q_block}: output"));
+        assert_close(&g[0], &get(&f, "attn.dq"), 1e-5, &format!("q_block {q_block}: dq"));
+        assert_close(&g[1], &get(&f, "attn.dk"), 1e-5, &format!("q_block {q_block}: dk"));
+        assert_close(&g[2], &get(&f, "attn.dv"), 1e-5, &format!("q_block {q_block}: dv"));
+    }
+    let (b, hq, hkv, t, d) = (2, 4, 2, 90, 32);
+    let mut seg = vec![0u32; b * t];
+    seg[50..t].iter_mut().for_each(|s| *s = 1);
+    let seg = Tensor::from_vec(seg, (b, t), &Device::Cpu).unwrap();
+    for (dtype, tol) in [(DType::F32, 2e-5), (DType::BF16, 3e-2)] {
+        let q = randn(&[b, hq, t, d], 21, dtype);
+        let k = randn(&[b, hkv, t, d], 22, dtype);
+        let v = randn(&[b, hkv, t, d], 23, dtype);
+        let g = randn(&[b, hq, t, d], 24, DType::F32);
+        let s = 1.0 / (d as f32).sqrt();
+        let (ob, gb) = value_and_grads(&[&q, &k, &v], &g, |x| blocked_attention(&x[0], &x[1], &x[2], Some(&seg), s, 32));
+        let (oc, gc) = value_and_grads(&[&q, &k, &v], &g, |x| common::attention(&x[0], &x[1], &x[2], &seg, s as f64));
+        assert_close(&ob, &oc, tol, &format!("{dtype:?} blocked output"));
+        for i in 0..3 {
+            assert_eq!(gb[i].dtype(), dtype);
+            assert_close(&gb[i], &gc[i], tol, &format!("{dtype:?} blocked gradient {i}"));
+        }
+    }
+}
+
+#[test]
+fn fused_attention_kind_parses() {
+    use cpt::kernels::dispatch::FusedAttention;
+    assert_eq!("flash".parse::<FusedAttention>().unwrap(), FusedAttention::Flash);
+    assert_eq!("blocked:256".parse::<FusedAttention>().unwrap(), FusedAttention::Blocked { q_block: 256 });
+    assert!("blocked:0".parse::<FusedAttention>().is_err());
+    assert!("fast".parse::<FusedAttention>().unwrap_err().to_string().contains("flash"));
+}
+
+#[test]
 fn attention_rejects_bad_shapes() {
     let q = Tensor::zeros((1, 3, 4, 8), DType::F32, &Device::Cpu).unwrap();
     let k = Tensor::zeros((1, 2, 4, 8), DType::F32, &Device::Cpu).unwrap();
@@ -289,7 +333,7 @@ fn e<T>(r: anyhow::Result<T>) -> candle_core::Result<T> {
 /// must reproduce the model's composed ops, values and every gradient.
 #[test]
 fn dispatch_layer_fused_matches_composed() {
-    use cpt::kernels::dispatch::{self, AttentionMask, Rope};
+    use cpt::kernels::dispatch::{self, AttentionMask, FusedAttention, Rope};
     use cpt::model::packing::Packing;
     let (b, t, hidden, heads, kv, hd, inter, vocab) = (2, 20, 32, 4, 2, 8, 48, 40);
     let packing = Packing::from_doc_starts(&[vec![0, 7], vec![0]], t, &Device::Cpu).unwrap();
@@ -311,11 +355,11 @@ fn dispatch_layer_fused_matches_composed() {
             })
             .collect();
         let head = (randn(&[vocab, hidden], 200, DType::F32) * 0.2).unwrap().to_dtype(dtype).unwrap();
-        let layer = |mode, p: &[Tensor]| -> candle_core::Result<Tensor> {
+        let layer = |mode, kernel, p: &[Tensor]| -> candle_core::Result<Tensor> {
             let lin = |x: &Tensor, w: &Tensor| cpt::model::ops::linear(x, w, None);
             let split = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
             let rope = e(Rope::new(mode, &packing.positions, &inv))?;
-            let mask = e(AttentionMask::new(mode, Some(&packing.segments), t, &Device::Cpu))?;
+            let mask = e(AttentionMask::with_kernel(mode, kernel, Some(&packing.segments), t, &Device::Cpu))?;
             let x = &p[0];
             let h = e(dispatch::rms_norm(mode, x, &p[1], 1e-5))?;
             let q = e(rope.apply(&split(lin(&h, &p[2])?, heads)?))?;
@@ -330,11 +374,13 @@ fn dispatch_layer_fused_matches_composed() {
         let mut all: Vec<&Tensor> = inputs.iter().collect();
         all.push(&head);
         let g = Tensor::ones((b, t), DType::F32, &Device::Cpu).unwrap();
-        let (lc, gc) = value_and_grads(&all, &g, |p| layer(KernelMode::Composed, p));
-        let (lf, gf) = value_and_grads(&all, &g, |p| layer(KernelMode::Fused, p));
-        assert_close(&lf, &lc, tol, &format!("{dtype:?} layer loss"));
-        for (i, (a, c)) in gf.iter().zip(&gc).enumerate() {
-            assert_close(a, c, tol, &format!("{dtype:?} layer gradient of input {i}"));
+        let (lc, gc) = value_and_grads(&all, &g, |p| layer(KernelMode::Composed, FusedAttention::Flash, p));
+        for kernel in [FusedAttention::Flash, FusedAttention::Blocked { q_block: 8 }] {
+            let (lf, gf) = value_and_grads(&all, &g, |p| layer(KernelMode::Fused, kernel, p));
+            assert_close(&lf, &lc, tol, &format!("{dtype:?} {kernel:?} layer loss"));
+            for (i, (a, c)) in gf.iter().zip(&gc).enumerate() {
+                assert_close(a, c, tol, &format!("{dtype:?} {kernel:?} layer gradient of input {i}"));
+            }
         }
     }
 }

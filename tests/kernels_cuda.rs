@@ -72,6 +72,26 @@ fn attention_cuda_matches_cpu() {
 }
 
 #[test]
+fn blocked_attention_cuda_matches_cpu() {
+    use cpt::kernels::attention_blocked::blocked_attention;
+    for &(b, hq, hkv, t, d, q_block) in &[(2usize, 8usize, 2usize, 301usize, 64usize, 128usize), (1, 4, 4, 77, 128, 32)] {
+        let seg = segments(b, t, &[&[40, 41, 200], &[]]);
+        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 3e-2)] {
+            let q = randn(&[b, hq, t, d], 1, dtype);
+            let k = randn(&[b, hkv, t, d], 2, dtype);
+            let v = randn(&[b, hkv, t, d], 3, dtype);
+            let g = randn(&[b, hq, t, d], 4, DType::F32);
+            let scale = 1.0 / (d as f32).sqrt();
+            let seg = seg.clone();
+            cpu_vs_gpu(&format!("blocked attention {dtype:?} {b}x{hq}/{hkv}x{t}x{d}"), &[&q, &k, &v], &g, tol, move |x| {
+                let s = seg.to_device(x[0].device())?;
+                blocked_attention(&x[0], &x[1], &x[2], Some(&s), scale, q_block)
+            });
+        }
+    }
+}
+
+#[test]
 fn attention_cuda_matches_torch() {
     let f = fixture();
     let dev = gpu();

@@ -18,6 +18,10 @@ pub(crate) struct Module {
 
 pub(crate) const ATTENTION: Module =
     Module { name: "cpt_attention", ptx: include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")) };
+pub(crate) const ATTENTION_BLOCKED: Module = Module {
+    name: "cpt_attention_blocked",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/attention_blocked.ptx")),
+};
 pub(crate) const RMSNORM: Module =
     Module { name: "cpt_rmsnorm", ptx: include_str!(concat!(env!("OUT_DIR"), "/rmsnorm.ptx")) };
 pub(crate) const ELEMENTWISE: Module =

@@ -7,6 +7,7 @@
 //! ops::swiglu(gate, up)                     dispatch::swiglu(mode, gate, up)
 //! ops::rope_tables + ops::apply_rope        Rope::new(mode, &positions, &inv_freq)?.apply(x)
 //! ops::document_mask / causal_mask          AttentionMask::new(mode, segments, t, device)
+//!                                           (or ::with_kernel(mode, FusedAttention::Blocked{..}, ..))
 //! ops::attention(q, k, v, mask)             dispatch::attention(q, k, v, &mask)
 //! linear(h, head) + loss::token_nll         dispatch::token_nll_from_hidden(mode, h, head, targets, chunk)
 //! ```
@@ -58,21 +59,59 @@ impl Rope {
     }
 }
 
+/// Which fused attention runs in `KernelMode::Fused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FusedAttention {
+    /// Tiled kernel with online softmax ([`super::attention::flash_attention`]).
+    #[default]
+    Flash,
+    /// Query blocks on the matmul units ([`super::attention_blocked::blocked_attention`]).
+    Blocked { q_block: usize },
+}
+
+impl std::str::FromStr for FusedAttention {
+    type Err = anyhow::Error;
+    /// `flash` or `blocked:<q_block>` (e.g. `blocked:256`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            None if s == "flash" => Ok(Self::Flash),
+            Some(("blocked", n)) => match n.parse::<usize>() {
+                Ok(q_block) if q_block > 0 => Ok(Self::Blocked { q_block }),
+                _ => bail!("fused attention `{s}`: the query block must be a positive integer"),
+            },
+            _ => bail!("unknown fused attention `{s}` (expected `flash` or `blocked:<rows>`)"),
+        }
+    }
+}
+
 /// What attention needs to know about visibility, built once per forward.
 pub enum AttentionMask {
     /// Additive `[B|1, 1, T, T]` f32 mask for the composed op.
     Additive(Tensor),
-    /// Segment ids `[B, T]` u32 (None: plain causal) for the fused op.
-    Segments(Option<Tensor>),
+    /// Segment ids `[B, T]` u32 (None: plain causal) for a fused op.
+    Segments { segments: Option<Tensor>, kernel: FusedAttention },
 }
 
 impl AttentionMask {
     /// `segments`: the document ids of packed rows (`Packing::segments`), or None.
     pub fn new(mode: KernelMode, segments: Option<&Tensor>, t: usize, device: &Device) -> Result<Self> {
+        Self::with_kernel(mode, FusedAttention::default(), segments, t, device)
+    }
+
+    /// As [`AttentionMask::new`], choosing the fused attention kernel.
+    pub fn with_kernel(
+        mode: KernelMode,
+        kernel: FusedAttention,
+        segments: Option<&Tensor>,
+        t: usize,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(match (mode, segments) {
             (KernelMode::Composed, Some(s)) => Self::Additive(ops::document_mask(&s.to_dtype(DType::U32)?)?),
             (KernelMode::Composed, None) => Self::Additive(ops::causal_mask(t, device)?),
-            (KernelMode::Fused, s) => Self::Segments(s.map(|s| s.to_dtype(DType::U32)).transpose()?),
+            (KernelMode::Fused, s) => {
+                Self::Segments { segments: s.map(|s| s.to_dtype(DType::U32)).transpose()?, kernel }
+            }
         })
     }
 }
@@ -81,9 +120,14 @@ impl AttentionMask {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
     Ok(match mask {
         AttentionMask::Additive(m) => ops::attention(q, k, v, m)?,
-        AttentionMask::Segments(s) => {
+        AttentionMask::Segments { segments, kernel } => {
             let scale = 1.0 / (q.dim(3)? as f32).sqrt();
-            super::attention::flash_attention(q, k, v, s.as_ref(), scale)?
+            match kernel {
+                FusedAttention::Flash => super::attention::flash_attention(q, k, v, segments.as_ref(), scale)?,
+                FusedAttention::Blocked { q_block } => {
+                    super::attention_blocked::blocked_attention(q, k, v, segments.as_ref(), scale, *q_block)?
+                }
+            }
         }
     })
 }

@@ -20,6 +20,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod attention_blocked;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
