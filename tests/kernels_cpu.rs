@@ -325,58 +325,16 @@ fn kernel_mode_parses() {
     assert_eq!(m, KernelMode::Fused);
 }
 
-fn e<T>(r: anyhow::Result<T>) -> candle_core::Result<T> {
-    r.map_err(|e| candle_core::Error::Msg(e.to_string()))
-}
-
 /// One decoder layer written against `kernels::dispatch`, run in both modes: the fused path
 /// must reproduce the model's composed ops, values and every gradient.
 #[test]
 fn dispatch_layer_fused_matches_composed() {
-    use cpt::kernels::dispatch::{self, AttentionMask, FusedAttention, Rope};
-    use cpt::model::packing::Packing;
-    let (b, t, hidden, heads, kv, hd, inter, vocab) = (2, 20, 32, 4, 2, 8, 48, 40);
-    let packing = Packing::from_doc_starts(&[vec![0, 7], vec![0]], t, &Device::Cpu).unwrap();
-    let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32)).collect();
-    let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + 3) % vocab as u32).collect();
-    let targets = Tensor::from_vec(targets, (b, t), &Device::Cpu).unwrap();
-    let shapes: [&[usize]; 9] = [
-        &[b, t, hidden], &[hidden], &[heads * hd, hidden], &[kv * hd, hidden], &[kv * hd, hidden],
-        &[hidden, heads * hd], &[inter, hidden], &[inter, hidden], &[hidden, inter],
-    ];
+    use cpt::kernels::dispatch::FusedAttention;
     for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 4e-2)] {
-        let inputs: Vec<Tensor> = shapes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let x = randn(s, 100 + i as u64, DType::F32);
-                let x = if i == 1 { x.affine(0.1, 1.0).unwrap() } else if i > 1 { (x * 0.2).unwrap() } else { x };
-                x.to_dtype(dtype).unwrap()
-            })
-            .collect();
-        let head = (randn(&[vocab, hidden], 200, DType::F32) * 0.2).unwrap().to_dtype(dtype).unwrap();
-        let layer = |mode, kernel, p: &[Tensor]| -> candle_core::Result<Tensor> {
-            let lin = |x: &Tensor, w: &Tensor| cpt::model::ops::linear(x, w, None);
-            let split = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
-            let rope = e(Rope::new(mode, &packing.positions, &inv))?;
-            let mask = e(AttentionMask::with_kernel(mode, kernel, Some(&packing.segments), t, &Device::Cpu))?;
-            let x = &p[0];
-            let h = e(dispatch::rms_norm(mode, x, &p[1], 1e-5))?;
-            let q = e(rope.apply(&split(lin(&h, &p[2])?, heads)?))?;
-            let k = e(rope.apply(&split(lin(&h, &p[3])?, kv)?))?;
-            let v = split(lin(&h, &p[4])?, kv)?;
-            let a = e(dispatch::attention(&q, &k, &v, &mask))?.transpose(1, 2)?.reshape((b, t, heads * hd))?;
-            let x = (x + lin(&a, &p[5])?)?;
-            let m = e(dispatch::swiglu(mode, &lin(&x, &p[6])?, &lin(&x, &p[7])?))?;
-            let x = (&x + lin(&m, &p[8])?)?;
-            e(dispatch::token_nll_from_hidden(mode, &x, &p[9], &targets, 16))
-        };
-        let mut all: Vec<&Tensor> = inputs.iter().collect();
-        all.push(&head);
-        let g = Tensor::ones((b, t), DType::F32, &Device::Cpu).unwrap();
-        let (lc, gc) = value_and_grads(&all, &g, |p| layer(KernelMode::Composed, FusedAttention::Flash, p));
+        let layer = common::TinyLayer::new(dtype, &Device::Cpu);
+        let (lc, gc) = layer.loss_and_grads(KernelMode::Composed, FusedAttention::Flash);
         for kernel in [FusedAttention::Flash, FusedAttention::Blocked { q_block: 8 }] {
-            let (lf, gf) = value_and_grads(&all, &g, |p| layer(KernelMode::Fused, kernel, p));
+            let (lf, gf) = layer.loss_and_grads(KernelMode::Fused, kernel);
             assert_close(&lf, &lc, tol, &format!("{dtype:?} {kernel:?} layer loss"));
             for (i, (a, c)) in gf.iter().zip(&gc).enumerate() {
                 assert_close(a, c, tol, &format!("{dtype:?} {kernel:?} layer gradient of input {i}"));

@@ -235,3 +235,57 @@ fn device_is_described() {
     assert!(line.starts_with("cuda:0 ") && line.contains("GiB total"), "{line}");
     assert!(cpt::kernels::device_info::memory_used_bytes(&gpu()).unwrap().unwrap() > 0);
 }
+
+/// The whole dispatch layer (every fused op together) on the GPU against the composed ops
+/// on the CPU.
+#[test]
+fn fused_layer_on_cuda_matches_composed_on_cpu() {
+    use cpt::kernels::dispatch::FusedAttention;
+    use cpt::kernels::KernelMode;
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 4e-2)] {
+        let (lc, gc) = kernels_common::TinyLayer::new(dtype, &Device::Cpu).loss_and_grads(KernelMode::Composed, FusedAttention::Flash);
+        let on_gpu = kernels_common::TinyLayer::new(dtype, &gpu());
+        for kernel in [FusedAttention::Flash, FusedAttention::Blocked { q_block: 8 }] {
+            let (lf, gf) = on_gpu.loss_and_grads(KernelMode::Fused, kernel);
+            let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+            assert_close(&cpu(&lf), &lc, tol, &format!("{dtype:?} {kernel:?} layer loss"));
+            for (i, (a, c)) in gf.iter().zip(&gc).enumerate() {
+                assert_close(&cpu(a), c, tol, &format!("{dtype:?} {kernel:?} gradient {i}"));
+            }
+        }
+    }
+}
+
+/// Recomputing a stack of layers keeps only layer inputs alive: the peak must drop.
+#[test]
+fn recompute_lowers_peak_memory() {
+    use cpt::kernels::device_info::{peak_memory_bytes, reset_peak_memory};
+    let dev = gpu();
+    let (n, d, layers) = (8192, 1024, 6);
+    let w = Var::from_tensor(&(randn(&[4 * d, d], 60, DType::F32) * 0.02).unwrap().to_device(&dev).unwrap()).unwrap();
+    let x0 = Var::from_tensor(&randn(&[n, d], 61, DType::F32).to_device(&dev).unwrap()).unwrap();
+    let block = {
+        let w = w.clone();
+        move |x: &Tensor| -> candle_core::Result<Tensor> {
+            let h = x.matmul(&w.as_tensor().t()?)?.gelu()?; // [n, 4d] intermediates
+            x + h.matmul(w.as_tensor())?
+        }
+    };
+    let peak = |use_recompute: bool| -> u64 {
+        dev.synchronize().unwrap();
+        reset_peak_memory(&dev).unwrap();
+        let sink = GradSink::new();
+        let mut x = x0.as_tensor().clone();
+        for _ in 0..layers {
+            x = if use_recompute { recompute(&x, &[w.clone()], &sink, block.clone()).unwrap() } else { block(&x).unwrap() };
+        }
+        let mut grads = x.sum_all().unwrap().backward().unwrap();
+        sink.merge_into(&mut grads).unwrap();
+        assert!(grads.get(&w).is_some());
+        dev.synchronize().unwrap();
+        peak_memory_bytes(&dev).unwrap().unwrap()
+    };
+    let (plain, recomputed) = (peak(false), peak(true));
+    println!("peak memory: plain {plain} bytes, recomputed {recomputed} bytes");
+    assert!(recomputed < plain, "recompute {recomputed} >= plain {plain}");
+}

@@ -125,3 +125,83 @@ pub fn cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor>
     let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
     (lse - picked)?.squeeze(1)
 }
+
+fn e<T>(r: anyhow::Result<T>) -> Result<T> {
+    r.map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// A small decoder layer plus loss written against `cpt::kernels::dispatch` (packed rows,
+/// GQA, RoPE, SwiGLU, chunked loss), with its inputs and parameters.
+pub struct TinyLayer {
+    pub inputs: Vec<Tensor>,
+    packing: cpt::model::packing::Packing,
+    targets: Tensor,
+    inv_freq: Vec<f32>,
+}
+
+const B: usize = 2;
+const T: usize = 20;
+const HIDDEN: usize = 32;
+const HEADS: usize = 4;
+const KV: usize = 2;
+const HD: usize = 8;
+const INTER: usize = 48;
+const VOCAB: usize = 40;
+
+impl TinyLayer {
+    pub fn new(dtype: DType, device: &Device) -> Self {
+        use cpt::model::packing::Packing;
+        let packing = Packing::from_doc_starts(&[vec![0, 7], vec![0]], T, device).unwrap();
+        let inv_freq = (0..HD / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / HD as f32)).collect();
+        let targets: Vec<u32> = (0..(B * T) as u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+        let targets = Tensor::from_vec(targets, (B, T), device).unwrap();
+        let shapes: [&[usize]; 10] = [
+            &[B, T, HIDDEN], &[HIDDEN], &[HEADS * HD, HIDDEN], &[KV * HD, HIDDEN], &[KV * HD, HIDDEN],
+            &[HIDDEN, HEADS * HD], &[INTER, HIDDEN], &[INTER, HIDDEN], &[HIDDEN, INTER], &[VOCAB, HIDDEN],
+        ];
+        let inputs = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let x = randn(s, 100 + i as u64, DType::F32);
+                let x = match i {
+                    0 => x,
+                    1 => x.affine(0.1, 1.0).unwrap(),
+                    _ => (x * 0.2).unwrap(),
+                };
+                x.to_dtype(dtype).unwrap().to_device(device).unwrap()
+            })
+            .collect();
+        Self { inputs, packing, targets, inv_freq }
+    }
+
+    fn forward(&self, mode: cpt::kernels::KernelMode, kernel: cpt::kernels::dispatch::FusedAttention, p: &[Tensor]) -> Result<Tensor> {
+        use cpt::kernels::dispatch::{self, AttentionMask, Rope};
+        let lin = |x: &Tensor, w: &Tensor| cpt::model::ops::linear(x, w, None);
+        let split = |y: Tensor, n: usize| y.reshape((B, T, n, HD))?.transpose(1, 2)?.contiguous();
+        let device = p[0].device();
+        let rope = e(Rope::new(mode, &self.packing.positions, &self.inv_freq))?;
+        let mask = e(AttentionMask::with_kernel(mode, kernel, Some(&self.packing.segments), T, device))?;
+        let x = &p[0];
+        let h = e(dispatch::rms_norm(mode, x, &p[1], 1e-5))?;
+        let q = e(rope.apply(&split(lin(&h, &p[2])?, HEADS)?))?;
+        let k = e(rope.apply(&split(lin(&h, &p[3])?, KV)?))?;
+        let v = split(lin(&h, &p[4])?, KV)?;
+        let a = e(dispatch::attention(&q, &k, &v, &mask))?.transpose(1, 2)?.reshape((B, T, HEADS * HD))?;
+        let x = (x + lin(&a, &p[5])?)?;
+        let m = e(dispatch::swiglu(mode, &lin(&x, &p[6])?, &lin(&x, &p[7])?))?;
+        let x = (&x + lin(&m, &p[8])?)?;
+        e(dispatch::token_nll_from_hidden(mode, &x, &p[9], &self.targets, 16))
+    }
+
+    /// Per-token loss and the gradients of every input and parameter (upstream gradient 1).
+    pub fn loss_and_grads(
+        &self,
+        mode: cpt::kernels::KernelMode,
+        kernel: cpt::kernels::dispatch::FusedAttention,
+    ) -> (Tensor, Vec<Tensor>) {
+        let refs: Vec<&Tensor> = self.inputs.iter().collect();
+        let g = Tensor::ones((B, T), DType::F32, self.inputs[0].device()).unwrap();
+        value_and_grads(&refs, &g, |p| self.forward(mode, kernel, p))
+    }
+}
