@@ -59,7 +59,7 @@ pub fn blocked_attention(
         lses.push(lse);
     }
     let out = Tensor::cat(&outs, 2)?;
-    q.apply_op3(&k, &v, BlockedAttention { plan, out, lses })
+    q.apply_op3(&k, &v, BlockedAttention { plan, out: std::sync::Mutex::new(Some(out)), lses })
 }
 
 #[derive(Clone)]
@@ -127,8 +127,19 @@ impl Plan {
 /// Identity over the precomputed output; the backward recomputes slab by slab.
 struct BlockedAttention {
     plan: Plan,
-    out: Tensor,
+    /// The output until the op's forward copies it out (then dropped).
+    out: std::sync::Mutex<Option<Tensor>>,
     lses: Vec<Tensor>,
+}
+
+impl BlockedAttention {
+    fn take_out(&self) -> Result<Tensor> {
+        self.out
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("blocked attention: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("blocked attention: forward ran twice".into()))
+    }
 }
 
 impl CustomOp3 for BlockedAttention {
@@ -145,7 +156,8 @@ impl CustomOp3 for BlockedAttention {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
+        let out = self.take_out()?;
+        let (storage, layout) = out.storage_and_layout();
         match &*storage {
             Storage::Cpu(s) => Ok((copy_whole(s.try_clone(layout)?, layout)?, layout.shape().clone())),
             _ => bail!("blocked attention: output on another device"),
@@ -162,7 +174,8 @@ impl CustomOp3 for BlockedAttention {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (storage, layout) = self.out.storage_and_layout();
+        let out = self.take_out()?;
+        let (storage, layout) = out.storage_and_layout();
         match &*storage {
             Storage::Cuda(s) => {
                 check_whole(layout)?;

@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, Var};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, Var};
 
 type BlockFn = dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync;
 
@@ -72,41 +72,58 @@ where
 {
     let block: Arc<BlockFn> = Arc::new(block);
     let y = block(&x.detach())?.detach().contiguous()?;
-    let op = Recompute { block, params: params.to_vec(), sink: sink.clone() };
-    x.apply_op2(&y, op)
+    let op = Recompute { block, params: params.to_vec(), sink: sink.clone(), output: Mutex::new(Some(y)) };
+    x.apply_op1(op)
 }
 
 struct Recompute {
     block: Arc<BlockFn>,
     params: Vec<Var>,
     sink: GradSink,
+    /// The block's output until the op's forward copies it out (then dropped, so only the
+    /// op's own output stays alive).
+    output: Mutex<Option<Tensor>>,
 }
 
-impl CustomOp2 for Recompute {
+impl Recompute {
+    fn take_output(&self) -> Result<Tensor> {
+        self.output
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("recompute: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("recompute: forward ran twice".into()))
+    }
+}
+
+impl CustomOp1 for Recompute {
     fn name(&self) -> &'static str {
         "cpt-recompute"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, y: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        whole_storage(yl)?;
-        Ok((y.try_clone(yl)?, yl.shape().clone()))
+        let y = self.take_output()?;
+        let (storage, layout) = y.storage_and_layout();
+        whole_storage(layout)?;
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => bail!("recompute: block output on another device than its input"),
+        }
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        y: &candle_core::CudaStorage,
-        yl: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        whole_storage(yl)?;
-        Ok((y.try_clone(yl)?, yl.shape().clone()))
+        let y = self.take_output()?;
+        let (storage, layout) = y.storage_and_layout();
+        whole_storage(layout)?;
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => bail!("recompute: block output on another device than its input"),
+        }
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let x_var = Var::from_tensor(&x.detach())?;
         let y = (self.block)(x_var.as_tensor())?;
         // d(sum(y * g))/dy = g: backpropagates exactly the incoming gradient.
@@ -120,7 +137,7 @@ impl CustomOp2 for Recompute {
             Some(g) => g.clone(),
             None => x.zeros_like()?,
         };
-        Ok((Some(dx), None))
+        Ok(Some(dx))
     }
 }
 
