@@ -7,7 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use cpt::model::{token_nll, CausalLm, Packing};
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(case)
 }
 
 fn load_reference(path: &Path) -> HashMap<String, Tensor> {
@@ -16,17 +18,34 @@ fn load_reference(path: &Path) -> HashMap<String, Tensor> {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn norm(t: &Tensor) -> f32 {
-    t.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap()
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Runs forward + backward on a fixture and checks everything against the reference.
 fn check_case(case: &str, reference_file: &str) {
     let dir = fixture(case);
-    let model = CausalLm::from_pretrained(&dir, &Device::Cpu, DType::F32).expect("fixture model loads");
+    let model =
+        CausalLm::from_pretrained(&dir, &Device::Cpu, DType::F32).expect("fixture model loads");
     let reference = load_reference(&dir.join(reference_file));
     let ids = reference["input_ids"].to_dtype(DType::U32).unwrap();
     let targets = reference["targets"].to_dtype(DType::U32).unwrap();
@@ -42,25 +61,45 @@ fn check_case(case: &str, reference_file: &str) {
     let logits = model.forward(&ids, packing.as_ref()).unwrap();
     assert_eq!(logits.dtype(), DType::F32);
     let logit_err = max_abs_diff(&logits, &reference["logits"]);
-    assert!(logit_err < 1e-4, "{case}/{reference_file}: logits differ by {logit_err}");
+    assert!(
+        logit_err < 1e-4,
+        "{case}/{reference_file}: logits differ by {logit_err}"
+    );
 
     let loss = token_nll(&logits, &targets).unwrap().mean_all().unwrap();
     let loss_val = loss.to_scalar::<f32>().unwrap();
     let ref_loss = reference["loss"].to_vec1::<f32>().unwrap()[0];
-    assert!((loss_val - ref_loss).abs() < 1e-4, "{case}: loss {loss_val} vs transformers {ref_loss}");
+    assert!(
+        (loss_val - ref_loss).abs() < 1e-4,
+        "{case}: loss {loss_val} vs transformers {ref_loss}"
+    );
 
     let grads = loss.backward().unwrap();
     let mut worst_grad = 0f32;
     let ref_grad_count = reference.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(ref_grad_count, model.named_parameters().len(), "{case}: parameter count differs from transformers");
+    assert_eq!(
+        ref_grad_count,
+        model.named_parameters().len(),
+        "{case}: parameter count differs from transformers"
+    );
     for (name, var) in model.named_parameters() {
-        let g = grads.get(var).unwrap_or_else(|| panic!("{case}: no gradient reached `{name}`"));
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("{case}: no gradient reached `{name}`"));
         assert_eq!(g.dtype(), DType::F32, "{name}: gradient must land in f32");
         let g_norm = norm(g);
-        assert!(g_norm.is_finite() && g_norm > 0.0, "{case}: gradient of `{name}` is {g_norm}");
-        let want = reference.get(&format!("grad.{name}")).unwrap_or_else(|| panic!("no reference gradient for {name}"));
+        assert!(
+            g_norm.is_finite() && g_norm > 0.0,
+            "{case}: gradient of `{name}` is {g_norm}"
+        );
+        let want = reference
+            .get(&format!("grad.{name}"))
+            .unwrap_or_else(|| panic!("no reference gradient for {name}"));
         let rel = norm(&(g - want).unwrap()) / norm(want);
-        assert!(rel < 1e-4, "{case}: gradient of `{name}` differs by {rel} relative to its norm");
+        assert!(
+            rel < 1e-4,
+            "{case}: gradient of `{name}` differs by {rel} relative to its norm"
+        );
         worst_grad = worst_grad.max(rel);
     }
     eprintln!(
@@ -107,10 +146,15 @@ fn bf16_compute_is_close_to_f32() {
     let loss = token_nll(&logits, &targets).unwrap().mean_all().unwrap();
     let ref_loss = reference["loss"].to_vec1::<f32>().unwrap()[0];
     let loss_val = loss.to_scalar::<f32>().unwrap();
-    assert!((loss_val - ref_loss).abs() < 0.1, "bf16 loss {loss_val} vs f32 {ref_loss}");
+    assert!(
+        (loss_val - ref_loss).abs() < 0.1,
+        "bf16 loss {loss_val} vs f32 {ref_loss}"
+    );
     let grads = loss.backward().unwrap();
     for (name, var) in model.named_parameters() {
-        let g = grads.get(var).unwrap_or_else(|| panic!("no bf16 gradient for {name}"));
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no bf16 gradient for {name}"));
         assert_eq!(g.dtype(), DType::F32);
         let want = &reference[&format!("grad.{name}")];
         let rel = norm(&(g - want).unwrap()) / norm(want);

@@ -100,7 +100,11 @@ pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
 }
 
 /// cos/sin tables [B, 1, T, head_dim] (f32, constants) for positions [B, T] (u32).
-pub fn rope_tables(positions: &Tensor, inv_freq: &[f32], device: &Device) -> Result<(Tensor, Tensor)> {
+pub fn rope_tables(
+    positions: &Tensor,
+    inv_freq: &[f32],
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let (b, t) = positions.dims2()?;
     let half = inv_freq.len();
     let inv = Tensor::from_slice(inv_freq, (1, 1, half), device)?;

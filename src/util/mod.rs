@@ -1,1 +1,3 @@
-//! Small shared helpers: atomic file writes, hashing, progress bars.
+//! Small shared helpers: atomic file and directory writes, progress bars.
+pub mod atomic;
+pub mod progress;
