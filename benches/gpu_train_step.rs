@@ -250,9 +250,10 @@ fn main() -> Result<()> {
                 exp_avg: m,
                 exp_avg_sq: s,
                 weight_decay: if v.rank() == 2 { 0.1 } else { 0.0 },
+                step,
             })
             .collect();
-        adamw_step(&slots, &AdamWStep { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, step })?;
+        adamw_step(&slots, &AdamWStep { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8 })?;
         Ok(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
     };
     for _ in 0..args.warmup {

@@ -260,18 +260,21 @@ fn adamw_matches_torch_three_steps() {
         let g0 = get(&f, &format!("adamw.p0.grad{step}"));
         let g1 = get(&f, &format!("adamw.p1.grad{step}"));
         let slots = [
-            AdamWSlot { param: &p0, grad: &g0, exp_avg: &state[0].0, exp_avg_sq: &state[0].1, weight_decay: 0.1 },
-            AdamWSlot { param: &p1, grad: &g1, exp_avg: &state[1].0, exp_avg_sq: &state[1].1, weight_decay: 0.0 },
+            AdamWSlot { param: &p0, grad: &g0, exp_avg: &state[0].0, exp_avg_sq: &state[0].1, weight_decay: 0.1, step },
+            AdamWSlot { param: &p1, grad: &g1, exp_avg: &state[1].0, exp_avg_sq: &state[1].1, weight_decay: 0.0, step },
         ];
-        let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, step };
+        let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8 };
         adamw_step(&slots, &hp).unwrap();
         assert_close(&p0, &get(&f, &format!("adamw.p0.step{step}")), 1e-6, &format!("step {step} p0"));
         assert_close(&p1, &get(&f, &format!("adamw.p1.step{step}")), 1e-6, &format!("step {step} p1"));
     }
     let bf = Tensor::zeros(3, DType::BF16, &Device::Cpu).unwrap();
-    let slot = AdamWSlot { param: &bf, grad: &bf, exp_avg: &bf, exp_avg_sq: &bf, weight_decay: 0.0 };
-    let hp = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, step: 1 };
+    let slot = AdamWSlot { param: &bf, grad: &bf, exp_avg: &bf, exp_avg_sq: &bf, weight_decay: 0.0, step: 1 };
+    let hp = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8 };
     assert!(adamw_step(&[slot], &hp).unwrap_err().to_string().contains("f32"));
+    let f32s = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let slot = AdamWSlot { param: &f32s, grad: &f32s, exp_avg: &f32s, exp_avg_sq: &f32s, weight_decay: 0.0, step: 0 };
+    assert!(adamw_step(&[slot], &hp).unwrap_err().to_string().contains("from 1"));
 }
 
 /// A small residual block: x + W2 swiglu(W1a rms(x), W1b rms(x)).

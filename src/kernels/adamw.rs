@@ -14,17 +14,18 @@
 use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-/// Hyper-parameters of one step (`step` counts from 1).
+/// Hyper-parameters shared by a group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWStep {
     pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
-    pub step: u64,
 }
 
-/// One parameter and its state. `weight_decay` is per tensor (0 for norms and biases).
+/// One parameter and its state. `weight_decay` is per tensor (0 for norms and biases);
+/// `step` is this parameter's step count including the step being taken (from 1), as torch
+/// keeps one per parameter.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWSlot<'a> {
     pub param: &'a Tensor,
@@ -32,28 +33,31 @@ pub struct AdamWSlot<'a> {
     pub exp_avg: &'a Tensor,
     pub exp_avg_sq: &'a Tensor,
     pub weight_decay: f64,
+    pub step: u64,
 }
 
-/// The f32 scalars of a step, computed in f64 as PyTorch computes them in Python.
+/// The f32 scalars of one slot's step, computed in f64 as PyTorch computes them in Python.
 #[derive(Debug, Clone, Copy)]
 struct Scalars {
     w1: f32,
     beta2: f32,
     w2: f32,
     eps: f32,
+    decay: f32,
     step_size: f32,
     bc2_sqrt: f32,
 }
 
 impl Scalars {
-    fn of(hp: &AdamWStep) -> Self {
-        let bc1 = 1.0 - hp.beta1.powf(hp.step as f64);
-        let bc2 = 1.0 - hp.beta2.powf(hp.step as f64);
+    fn of(hp: &AdamWStep, slot: &AdamWSlot<'_>) -> Self {
+        let bc1 = 1.0 - hp.beta1.powf(slot.step as f64);
+        let bc2 = 1.0 - hp.beta2.powf(slot.step as f64);
         Self {
             w1: (1.0 - hp.beta1) as f32,
             beta2: hp.beta2 as f32,
             w2: (1.0 - hp.beta2) as f32,
             eps: hp.eps as f32,
+            decay: (1.0 - hp.lr * slot.weight_decay) as f32,
             step_size: (hp.lr / bc1) as f32,
             bc2_sqrt: bc2.sqrt() as f32,
         }
@@ -62,10 +66,10 @@ impl Scalars {
 
 /// Applies one AdamW step to every slot, in place.
 pub fn adamw_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep) -> Result<()> {
-    if hp.step == 0 {
-        bail!("adamw: step counts from 1")
-    }
     for (i, s) in slots.iter().enumerate() {
+        if s.step == 0 {
+            bail!("adamw: slot {i}: step counts from 1")
+        }
         for (what, t) in [("param", s.param), ("grad", s.grad), ("exp_avg", s.exp_avg), ("exp_avg_sq", s.exp_avg_sq)] {
             if t.dtype() != DType::F32 || !t.is_contiguous() || t.dims() != s.param.dims() {
                 bail!("adamw: slot {i} {what} must be a contiguous f32 tensor of shape {:?}", s.param.dims())
@@ -75,18 +79,17 @@ pub fn adamw_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep) -> Result<()> {
             }
         }
     }
-    let sc = Scalars::of(hp);
     #[cfg(feature = "cuda")]
     if let Some(first) = slots.first() {
         if first.param.device().is_cuda() {
-            return cuda_step(slots, hp, &sc);
+            return cuda_step(slots, hp);
         }
     }
     for s in slots {
-        let decay = (1.0 - hp.lr * s.weight_decay) as f32;
+        let sc = Scalars::of(hp, s);
         s.exp_avg_sq.inplace_op2(s.grad, &SecondMoment { sc })?;
         s.exp_avg.inplace_op2(s.grad, &FirstMoment { sc })?;
-        s.param.inplace_op3(s.exp_avg, s.exp_avg_sq, &ParamUpdate { sc, decay })?;
+        s.param.inplace_op3(s.exp_avg, s.exp_avg_sq, &ParamUpdate { sc })?;
     }
     Ok(())
 }
@@ -130,7 +133,6 @@ impl InplaceOp2 for SecondMoment {
 /// `p = p * decay - step_size * m / (sqrt(v) / sqrt(bc2) + eps)`, in place on p.
 struct ParamUpdate {
     sc: Scalars,
-    decay: f32,
 }
 
 impl InplaceOp3 for ParamUpdate {
@@ -151,7 +153,7 @@ impl InplaceOp3 for ParamUpdate {
         let sc = self.sc;
         p.par_iter_mut().zip(m.par_iter().zip(v.par_iter())).for_each(|(p, (&m, &v))| {
             let denom = v.sqrt() / sc.bc2_sqrt + sc.eps;
-            *p = *p * self.decay + (-sc.step_size) * (m / denom);
+            *p = *p * sc.decay + (-sc.step_size) * (m / denom);
         });
         Ok(())
     }
@@ -163,7 +165,7 @@ const CUDA_CHUNK: usize = 65_536;
 
 /// One launch over every slot: pointer tables and a (tensor, start) chunk table on the device.
 #[cfg(feature = "cuda")]
-fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep, sc: &Scalars) -> Result<()> {
+fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep) -> Result<()> {
     use super::cuda::{self, Arg};
     use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
     let dev = match slots[0].param.device() {
@@ -177,7 +179,8 @@ fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep, sc: &Scalars) -> Result<()
         }
     };
     let (mut params, mut grads, mut ms, mut vs) = (vec![], vec![], vec![], vec![]);
-    let (mut sizes, mut decays, mut chunk_tensor, mut chunk_start) = (vec![], vec![], vec![], vec![]);
+    let (mut sizes, mut decays, mut step_sizes, mut bc2_sqrts) = (vec![], vec![], vec![], vec![]);
+    let (mut chunk_tensor, mut chunk_start) = (vec![], vec![]);
     for (i, s) in slots.iter().enumerate() {
         // SAFETY of the writes below: the kernel writes p, m, v through these addresses while
         // no candle lock is held; the optimiser owns these tensors and nothing reads them
@@ -188,7 +191,10 @@ fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep, sc: &Scalars) -> Result<()
         vs.push(addr(s.exp_avg_sq, "exp_avg_sq")?);
         let n = s.param.elem_count();
         sizes.push(n as i64);
-        decays.push((1.0 - hp.lr * s.weight_decay) as f32);
+        let sc = Scalars::of(hp, s);
+        decays.push(sc.decay);
+        step_sizes.push(sc.step_size);
+        bc2_sqrts.push(sc.bc2_sqrt);
         for start in (0..n).step_by(CUDA_CHUNK) {
             chunk_tensor.push(i as i32);
             chunk_start.push(start as i64);
@@ -197,6 +203,7 @@ fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep, sc: &Scalars) -> Result<()
     if chunk_tensor.is_empty() {
         return Ok(());
     }
+    let sc = Scalars::of(hp, &slots[0]); // the group-wide scalars
     let tables = (
         dev.clone_htod(&params)?,
         dev.clone_htod(&grads)?,
@@ -206,6 +213,8 @@ fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep, sc: &Scalars) -> Result<()
         dev.clone_htod(&decays)?,
         dev.clone_htod(&chunk_tensor)?,
         dev.clone_htod(&chunk_start)?,
+        dev.clone_htod(&step_sizes)?,
+        dev.clone_htod(&bc2_sqrts)?,
     );
     let args = [
         cuda::slice_ptr(&dev, &tables.0),
@@ -216,13 +225,13 @@ fn cuda_step(slots: &[AdamWSlot<'_>], hp: &AdamWStep, sc: &Scalars) -> Result<()
         cuda::slice_ptr(&dev, &tables.5),
         cuda::slice_ptr(&dev, &tables.6),
         cuda::slice_ptr(&dev, &tables.7),
+        cuda::slice_ptr(&dev, &tables.8),
+        cuda::slice_ptr(&dev, &tables.9),
         Arg::I32(CUDA_CHUNK as i32),
         Arg::F32(sc.w1),
         Arg::F32(sc.beta2),
         Arg::F32(sc.w2),
         Arg::F32(sc.eps),
-        Arg::F32(sc.step_size),
-        Arg::F32(sc.bc2_sqrt),
     ];
     let cfg = LaunchConfig { grid_dim: (chunk_tensor.len() as u32, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: 0 };
     cuda::launch(&dev, &cuda::ADAMW, "adamw_multi_f32", cfg, &args)?;

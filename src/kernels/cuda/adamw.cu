@@ -1,9 +1,11 @@
 // Multi-tensor AdamW: one launch updates every parameter of a group. The host passes device
 // pointer tables and a chunk table (tensor index, start) so each block handles one chunk.
-// Scalars come from the host, computed in f64 as PyTorch does in Python: decays[t] = 1 - lr * wd_t,
-// w1 = 1 - b1, w2 = 1 - b2. Arithmetic follows torch.optim.AdamW (single-tensor path) step by step:
-//   p *= 1 - lr * wd;  m = lerp(m, g, 1 - b1);  v = v * b2 + (1 - b2) * g * g
-//   p += -step_size * m / (sqrt(v) / bc2_sqrt + eps)    (step_size = lr / bc1)
+// Scalars come from the host, computed in f64 as PyTorch does in Python: per tensor
+// decays[t] = 1 - lr * wd_t, step_sizes[t] = lr / (1 - b1^step_t), bc2_sqrts[t] = sqrt(1 - b2^step_t)
+// (torch keeps a step count per parameter); w1 = 1 - b1, w2 = 1 - b2. Arithmetic follows
+// torch.optim.AdamW (single-tensor path) step by step:
+//   p *= decay;  m = lerp(m, g, w1);  v = v * b2 + w2 * g * g
+//   p += -step_size * m / (sqrt(v) / bc2_sqrt + eps)
 #include "common.cuh"
 
 extern "C" __global__ void adamw_multi_f32(const unsigned long long* params,
@@ -12,8 +14,8 @@ extern "C" __global__ void adamw_multi_f32(const unsigned long long* params,
                                            const unsigned long long* exp_avg_sqs,
                                            const long long* sizes, const float* decays,
                                            const int* chunk_tensor, const long long* chunk_start,
-                                           int chunk_size, float w1, float beta2, float w2,
-                                           float eps, float step_size, float bc2_sqrt) {
+                                           const float* step_sizes, const float* bc2_sqrts,
+                                           int chunk_size, float w1, float beta2, float w2, float eps) {
   const int t = chunk_tensor[blockIdx.x];
   const long long start = chunk_start[blockIdx.x];
   long long end = start + chunk_size;
@@ -22,7 +24,7 @@ extern "C" __global__ void adamw_multi_f32(const unsigned long long* params,
   const float* g = reinterpret_cast<const float*>(grads[t]);
   float* m = reinterpret_cast<float*>(exp_avgs[t]);
   float* v = reinterpret_cast<float*>(exp_avg_sqs[t]);
-  const float decay = decays[t];
+  const float decay = decays[t], step_size = step_sizes[t], bc2_sqrt = bc2_sqrts[t];
   for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
     // Explicit rounding steps (no FMA contraction) keep the result next to PyTorch's.
     const float gi = g[i];
