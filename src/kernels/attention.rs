@@ -243,7 +243,6 @@ impl CustomOp3 for FlashAttention {
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
         let n = Dims::of(ql, kl)?;
         check_cuda_head_dim(n.d)?;
@@ -339,7 +338,6 @@ impl CustomOp3 for FlashAttentionBackward {
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
         let n = Dims::of(ql, kl)?;
         let dev = qs.device().clone();

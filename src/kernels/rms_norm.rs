@@ -67,7 +67,6 @@ impl CustomOp2 for RmsNorm {
         wl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         let dev = xs.device().clone();
         let n = xl.shape().elem_count();
         let cols = wl.shape().elem_count();
@@ -138,7 +137,6 @@ impl CustomOp3 for RmsNormBackwardX {
         gl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         let dev = xs.device().clone();
         let n = xl.shape().elem_count();
         let cols = wl.shape().elem_count();
@@ -192,7 +190,6 @@ impl CustomOp2 for RmsNormBackwardW {
         gl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
         let dev = xs.device().clone();
         let n = xl.shape().elem_count();

@@ -141,7 +141,6 @@ impl CustomOp3 for Rope {
         sl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         let dev = xs.device().clone();
         let (_b, h, t, d) = xl.shape().dims4()?;
         let n = xl.shape().elem_count();

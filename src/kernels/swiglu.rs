@@ -46,7 +46,6 @@ impl CustomOp2 for SwiGlu {
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         let dev = a_s.device().clone();
         let n = al.shape().elem_count();
         let out = cuda::zeros(&dev, a_s.dtype(), n)?;
@@ -103,7 +102,6 @@ impl CustomOp3 for SwiGluBackward {
         gl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use super::cuda::{self, Arg};
-        use candle_core::backend::BackendStorage;
         let dev = a_s.device().clone();
         let n = al.shape().elem_count();
         let out = cuda::zeros(&dev, a_s.dtype(), 2 * n)?;
