@@ -84,7 +84,8 @@ fn cli_errors_name_the_file_and_field() {
     )
     .unwrap();
     // Inspect shows what training would refuse instead of stopping.
-    let (ok, out, err) = cpt(&["data", "inspect", "--config", config.to_str().unwrap(), "--seq-len", "64"]);
+    let cache = root.join("cache");
+    let (ok, out, err) = cpt(&["data", "inspect", "--config", config.to_str().unwrap(), "--seq-len", "64", "--cache-dir", cache.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("error (training would stop)") && out.contains("max_repeats 1"), "{out}");
     std::fs::write(&config, format!("sources:\n  - {{name: a, paths: {r}/a.jsonl}}\n", r = p(root))).unwrap();
