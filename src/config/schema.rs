@@ -74,11 +74,15 @@ pub struct RunConfig {
     pub device: DeviceKind,
     /// Compute dtype of the forward/backward pass.
     pub dtype: DTypeName,
+    /// Threads for candle's CPU kernels (default: 1 for models under 20M parameters, where
+    /// thread synchronisation outweighs the gain; all cores otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<usize>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { out_dir: PathBuf::from("runs/cpt"), seed: 0, device: DeviceKind::Cpu, dtype: DTypeName::F32 }
+        Self { out_dir: PathBuf::from("runs/cpt"), seed: 0, device: DeviceKind::Cpu, dtype: DTypeName::F32, cpu_threads: None }
     }
 }
 

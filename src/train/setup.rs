@@ -46,6 +46,14 @@ pub fn ensure_model(cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// Chooses candle's CPU thread count from the model's size (see `util::threads`).
+pub fn configure_threads(cfg: &TrainConfig) -> Result<()> {
+    let config = crate::model::config::ModelConfig::from_file(&cfg.model.path.join("config.json"))?;
+    let parameters = crate::model::causal_lm::parameter_specs(&config).iter().map(|(_, shape, _)| shape.iter().product::<usize>()).sum();
+    crate::util::threads::configure_cpu_threads(parameters, cfg.run.cpu_threads);
+    Ok(())
+}
+
 /// Text files to train a tokenizer on: `.txt`/`.md` files as they are, and the `text` field
 /// of `.jsonl` files (written to one plain file in `scratch`), from a file or a directory tree.
 fn tokenizer_training_files(corpus: &Path, scratch: &Path) -> Result<Vec<PathBuf>> {

@@ -98,6 +98,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let device = select_device(cfg)?;
     let compute_dtype = cfg.run.dtype.to_candle();
     super::setup::ensure_model(cfg)?;
+    super::setup::configure_threads(cfg)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.path.clone());
     let model = CausalLm::from_pretrained(&model_dir, &device, compute_dtype)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
