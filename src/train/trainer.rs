@@ -235,7 +235,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         }
 
         if let Some(every) = cfg.validation.every_steps {
-            if counters.step % every.get().max(1) == 0 {
+            // Also at the last step, so every run ends with a validation record.
+            if counters.step % every.get().max(1) == 0 || counters.step == total_steps {
                 run_validation(cfg, &model, &mut sampler, &counters, &mut metrics, &mut tensorboard, &progress)?;
             }
         }
