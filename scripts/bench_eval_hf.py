@@ -7,8 +7,8 @@ CMMLU's `gen_prompt` does), score the four letters by continuation log-likelihoo
 transformers runs one forward per question, as the official script does. Prints the
 agreement of predictions, the largest log-likelihood difference and both speeds.
 
-    python3 scripts/bench_eval_hf.py --make-model /tmp/bench-model   # random Llama, fixture tokenizer
-    python3 scripts/bench_eval_hf.py --model /tmp/bench-model --cmmlu ../shared/benchmarks/cmmlu \
+    python3 scripts/bench_eval_hf.py --make-model bench-model   # random Llama, fixture tokenizer
+    python3 scripts/bench_eval_hf.py --model bench-model --cmmlu ../shared/benchmarks/cmmlu \
         --subjects 4 --limit 10
 
 Needs torch, transformers, pandas; `cargo build --release` first.

@@ -10,7 +10,8 @@ use cpt::eval::entropy::select_by_entropy;
 use cpt::eval::loglik::EngineOptions;
 use cpt::eval::model_adapter::{parse_device, parse_dtype, CandleLm};
 use cpt::eval::perplexity::score_documents;
-use cpt::eval::score::{summarize, write_scored_jsonl, ScoreFields};
+use cpt::eval::requests::TextEncoder;
+use cpt::eval::score::{score_prepared_source, summarize, write_scored_jsonl, ScoreFields};
 use cpt::model::Tokenizer;
 
 #[derive(clap::Args)]
@@ -19,11 +20,15 @@ pub struct ScoreArgs {
     #[arg(long)]
     model: PathBuf,
     /// Corpus files: JSONL (`.jsonl`, `.json`) or text, optionally `.gz`/`.zst`.
-    #[arg(long = "input", required = true)]
+    #[arg(long = "input", required_unless_present = "shards")]
     inputs: Vec<PathBuf>,
+    /// Prepared sources (`cpt prepare` output folders, one per source): scores are written
+    /// into their document index.
+    #[arg(long = "shards")]
+    shards: Vec<PathBuf>,
     /// Output folder: `<file name>.scored.jsonl` per input.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "shards")]
+    out: Option<PathBuf>,
     #[arg(long, default_value = "text")]
     text_field: String,
     /// Plain-text files: `file` (one document) or `blank-line` (paragraphs).
@@ -54,6 +59,12 @@ pub struct ScoreArgs {
     model_entropy: Option<f64>,
 }
 
+fn windows_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("windows {bar:30} {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
 pub fn run(args: ScoreArgs) -> Result<()> {
     let text_split = match args.text_split.as_str() {
         "file" => TextSplit::File,
@@ -64,6 +75,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         Some((Ok(lo), Ok(hi))) if lo <= hi => (lo, hi),
         _ => bail!("--band {:?}: expected LOW,HIGH in nats, e.g. 1.0,1.5", args.band),
     };
+    if args.select_entropy && args.inputs.is_empty() {
+        bail!("--select-entropy works on --input files (it writes the selected samples)");
+    }
     let mut per_file: Vec<(PathBuf, Vec<Document>)> = Vec::new();
     for p in &args.inputs {
         per_file.push((p.clone(), read_documents(p, &args.text_field, text_split)?));
@@ -71,15 +85,31 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let lm = CandleLm::load(&args.model, &device, parse_dtype(&args.dtype)?, args.max_len)?;
     let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let engine = EngineOptions { batch_tokens: args.batch_tokens.max(1) };
+    for dir in &args.shards {
+        let bar = windows_bar();
+        let scores = score_prepared_source(&lm, dir, tok.prefix_token(), usize::MAX, engine, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        let s = summarize(&scores);
+        println!(
+            "{}: {} documents, {} tokens, mean loss {:.4} (p10 {:.4}, median {:.4}, p90 {:.4}); scores written to its document index",
+            dir.display(), s.documents, s.tokens, s.mean_loss, s.p10_loss, s.median_loss, s.p90_loss
+        );
+    }
+    if args.inputs.is_empty() {
+        return Ok(());
+    }
+    let out_dir = args.out.clone().context("--out is needed with --input")?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let fields = ScoreFields { score: args.score_field.clone(), text: args.text_field.clone() };
 
     let mut all_docs: Vec<Document> = Vec::new();
     let mut all_scores = Vec::new();
     for (path, docs) in per_file {
-        let bar = ProgressBar::new(0);
-        bar.set_style(ProgressStyle::with_template("windows {bar:30} {pos}/{len} {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        let bar = windows_bar();
         let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
         let scores = score_documents(&lm, &tok, &texts, usize::MAX, engine, &mut |done, total| {
             bar.set_length(total as u64);
@@ -87,7 +117,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         })?;
         bar.finish_and_clear();
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "input".into());
-        let out = args.out.join(format!("{}.scored.jsonl", name.trim_end_matches(".gz").trim_end_matches(".zst")));
+        let out = out_dir.join(format!("{}.scored.jsonl", name.trim_end_matches(".gz").trim_end_matches(".zst")));
         write_scored_jsonl(&out, &docs, &scores, &fields)?;
         let s = summarize(&scores);
         println!(
@@ -107,8 +137,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         let sel = select_by_entropy(&data_entropy, model_entropy, args.clusters, band);
         let chosen_docs: Vec<Document> = sel.selected.iter().map(|&i| all_docs[i].clone()).collect();
         let chosen_scores: Vec<_> = sel.selected.iter().map(|&i| all_scores[i].clone()).collect();
-        write_scored_jsonl(&args.out.join("selected.jsonl"), &chosen_docs, &chosen_scores, &fields)?;
-        std::fs::write(args.out.join("entropy.json"), serde_json::to_string_pretty(&serde_json::json!({
+        write_scored_jsonl(&out_dir.join("selected.jsonl"), &chosen_docs, &chosen_scores, &fields)?;
+        std::fs::write(out_dir.join("entropy.json"), serde_json::to_string_pretty(&serde_json::json!({
             "model_entropy": sel.model_entropy, "band": sel.band, "clusters": sel.clusters,
             "selected": sel.selected.len(), "documents": data_entropy.len(), "nearest_fallback": sel.nearest_fallback,
         }))? + "\n")?;
@@ -119,7 +149,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         if sel.nearest_fallback {
             println!("warning: no cluster centre lies {:.2}..{:.2} nats above the model's entropy; took the nearest", band.0, band.1);
         }
-        println!("selected {} of {} documents -> {}", sel.selected.len(), data_entropy.len(), args.out.join("selected.jsonl").display());
+        println!("selected {} of {} documents -> {}", sel.selected.len(), data_entropy.len(), out_dir.join("selected.jsonl").display());
     }
     Ok(())
 }

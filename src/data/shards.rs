@@ -397,3 +397,24 @@ impl ShardReader {
         out
     }
 }
+
+/// Replaces every document's score in a prepared source (`cpt score --shards`): one score
+/// per document in index order (NaN: no score). `docs.bin` and `meta.json` are rewritten
+/// atomically; the tokens are untouched.
+pub fn write_scores(dir: &Path, scores: &[f32]) -> Result<()> {
+    let reader = ShardReader::open(dir)?;
+    if scores.len() != reader.num_docs() {
+        bail!("{}: {} scores for {} documents", dir.display(), scores.len(), reader.num_docs());
+    }
+    let mut docs = Vec::with_capacity(scores.len() * DOC_RECORD_BYTES);
+    for (i, &s) in scores.iter().enumerate() {
+        let mut d = reader.doc(i);
+        d.score = s;
+        docs.extend_from_slice(&d.encode());
+    }
+    let mut meta = reader.meta().clone();
+    meta.scored_docs = scores.iter().filter(|s| !s.is_nan()).count() as u64;
+    drop(reader);
+    crate::util::atomic::write_file_atomic(&dir.join(DOCS_FILE), &docs)?;
+    crate::util::atomic::write_file_atomic(&dir.join(META_FILE), &serde_json::to_vec_pretty(&meta)?)
+}

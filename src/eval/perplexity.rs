@@ -78,14 +78,39 @@ pub fn score_documents(
     opts: EngineOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<DocScore>> {
+    let mut tokens = Vec::with_capacity(docs.len());
+    for text in docs {
+        tokens.push(enc.encode(text, false)?);
+    }
+    let mut scores = score_token_documents(model, &tokens, enc.prefix_token(), max_len, opts, progress)?;
+    for (s, text) in scores.iter_mut().zip(docs) {
+        s.bytes = text.len();
+        s.words = count_words(text);
+    }
+    Ok(scores)
+}
+
+/// Scores already-tokenized documents (e.g. prepared shards). A document that starts with
+/// `prefix_token` (its BOS) uses it as the first window's context instead of a second one.
+pub fn score_token_documents(
+    model: &dyn LogitsModel,
+    docs: &[Vec<u32>],
+    prefix_token: u32,
+    max_len: usize,
+    opts: EngineOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<DocScore>> {
     let max_len = max_len.min(model.max_len());
     let mut requests = Vec::new();
     let mut owner = Vec::new();
     let mut scores: Vec<DocScore> = Vec::with_capacity(docs.len());
-    for (d, text) in docs.iter().enumerate() {
-        let tokens = enc.encode(text, false)?;
-        scores.push(DocScore { tokens: tokens.len(), bytes: text.len(), words: count_words(text), ..Default::default() });
-        for w in rolling_windows(&tokens, enc.prefix_token(), max_len) {
+    for (d, tokens) in docs.iter().enumerate() {
+        let body = match tokens.first() {
+            Some(&t) if t == prefix_token => &tokens[1..],
+            _ => &tokens[..],
+        };
+        scores.push(DocScore { tokens: body.len(), ..Default::default() });
+        for w in rolling_windows(body, prefix_token, max_len) {
             requests.push(w);
             owner.push(d);
         }

@@ -73,3 +73,22 @@ pub fn summarize(scores: &[DocScore]) -> ScoreSummary {
         p90_loss: q(0.9),
     }
 }
+
+/// Scores every document of a prepared source (a `cpt prepare` output folder) and writes
+/// the perplexities into its document index, where the curriculum reads them.
+pub fn score_prepared_source(
+    model: &dyn super::loglik::LogitsModel,
+    dir: &Path,
+    prefix_token: u32,
+    max_len: usize,
+    opts: super::loglik::EngineOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<DocScore>> {
+    let reader = crate::data::shards::ShardReader::open(dir)?;
+    let docs: Vec<Vec<u32>> = (0..reader.num_docs()).map(|i| reader.doc_tokens(i)).collect();
+    drop(reader);
+    let scores = super::perplexity::score_token_documents(model, &docs, prefix_token, max_len, opts, progress)?;
+    let values: Vec<f32> = scores.iter().map(|s| if s.tokens == 0 { f32::NAN } else { s.mean_loss().exp() as f32 }).collect();
+    crate::data::shards::write_scores(dir, &values)?;
+    Ok(scores)
+}

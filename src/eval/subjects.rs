@@ -32,7 +32,7 @@ const MMLU: &[(&str, &[&str])] = &[
 ];
 
 /// C-Eval: (subject, Chinese name, category). `clinical_medicine` has no category in
-/// `subject_mapping.json`; C-Eval's leaderboard counts it under Other.
+/// `subject_mapping.json`; it is counted under Other here.
 const CEVAL: &[(&str, &str, &str)] = &[
     ("computer_network", "计算机网络", "STEM"),
     ("operating_system", "操作系统", "STEM"),
