@@ -251,3 +251,28 @@ fn config_typos_and_bad_overrides_name_the_key() {
     assert!(!out.status.success());
     assert!(err.contains("model.path") && err.contains("no-model"), "{err}");
 }
+
+#[test]
+fn eval_tasks_run_during_training_and_are_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = make_model(tmp.path());
+    let val = repo().join("corpus/sample/val/zh.jsonl");
+    let extra = format!(
+        "eval: {{every_steps: 3, tasks: [{{kind: perplexity, name: zh_val, paths: [{}], max_docs: 3}}]}}",
+        val.display()
+    );
+    let cfg = write_config(tmp.path(), &model, "run", 6, &extra);
+    let out = train(&cfg, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let evals: Vec<_> = records(&tmp.path().join("run")).into_iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(evals.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 6]);
+    let (first, last) = (evals[0]["zh_val"]["bits_per_byte"].as_f64().unwrap(), evals[1]["zh_val"]["bits_per_byte"].as_f64().unwrap());
+    assert!(first.is_finite() && last.is_finite() && last < first, "bits per byte {first} -> {last}");
+
+    // A task with a missing file fails before the first step.
+    let bad = write_config(tmp.path(), &model, "bad", 6, "eval: {every_steps: 3, tasks: [{kind: perplexity, name: x, paths: [no-such-file.jsonl]}]}");
+    let out = train(&bad, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-file"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!tmp.path().join("bad/metrics.jsonl").exists());
+}

@@ -15,7 +15,10 @@ use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
 use crate::data::sampler::{Sampler, SamplerState};
 use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
 use crate::model::causal_lm::{CausalLm, SaveOptions};
+use crate::eval::model_adapter::ModelScorer;
+use crate::eval::training::{parse_tasks, PreparedEvalTasks};
 use crate::model::loss::token_nll;
+use crate::model::tokenizer::Tokenizer;
 
 use super::batch::MicroBatch;
 use super::checkpoint::{load_checkpoint, Checkpoints, TrainerState, STATE_FORMAT};
@@ -104,6 +107,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
 
+    let evals = TrainingEvals::prepare(cfg, &model_dir)?;
     let mut sampler = open_sampler(cfg, &model)?;
     for w in sampler.warnings() {
         eprintln!("warning: {w}");
@@ -238,6 +242,12 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             // Also at the last step, so every run ends with a validation record.
             if counters.step % every.get().max(1) == 0 || counters.step == total_steps {
                 run_validation(cfg, &model, &mut sampler, &counters, &mut metrics, &mut tensorboard, &progress)?;
+            }
+        }
+
+        if let Some(evals) = &evals {
+            if counters.step % evals.every == 0 || counters.step == total_steps {
+                evals.run(&model, &counters, &mut metrics, &progress)?;
             }
         }
 
@@ -384,6 +394,39 @@ fn run_validation(
         }
     }
     Ok(())
+}
+
+/// Benchmarks and perplexity sets run every `eval.every_steps` steps (and at the end), with
+/// the files loaded once at the start so a typo fails before training.
+struct TrainingEvals {
+    every: u64,
+    tasks: PreparedEvalTasks,
+    tokenizer: Tokenizer,
+}
+
+impl TrainingEvals {
+    fn prepare(cfg: &TrainConfig, model_dir: &Path) -> Result<Option<Self>> {
+        if cfg.eval.tasks.is_empty() {
+            return Ok(None);
+        }
+        let Some(every) = cfg.eval.every_steps.map(|c| c.get()).filter(|&n| n > 0) else {
+            bail!("eval.every_steps: needed when eval.tasks are given");
+        };
+        let tasks = parse_tasks(&cfg.eval.tasks)?;
+        let tasks = PreparedEvalTasks::from_tasks(&tasks, 4096).context("eval.tasks")?;
+        let tokenizer = Tokenizer::from_dir(model_dir)?;
+        Ok(Some(Self { every, tasks, tokenizer }))
+    }
+
+    fn run(&self, model: &CausalLm, counters: &Counters, metrics: &mut MetricsWriter, progress: &TrainProgress) -> Result<()> {
+        let results = self.tasks.run(&ModelScorer::new(model, None), &self.tokenizer)?;
+        progress.println(&format!("step {} eval: {results}", counters.step));
+        let mut record = serde_json::json!({"kind": "eval", "step": counters.step, "tokens": counters.tokens});
+        if let (Some(obj), serde_json::Value::Object(r)) = (record.as_object_mut(), results) {
+            obj.extend(r);
+        }
+        metrics.write(&record)
+    }
 }
 
 /// The freeze warm-up after a vocabulary extension: masks on for steps `0..freeze.steps`
