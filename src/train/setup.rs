@@ -9,7 +9,7 @@ use crate::config::{FreezeConfig, FreezeTarget, TrainConfig};
 use crate::model::causal_lm::CausalLm;
 use crate::model::init::{init_model_dir, preset, InitSpec, SizeOverrides, TokenizerSource};
 use crate::model::Architecture;
-use crate::train::optim::UpdateMask;
+use crate::train::optim::Optimizer;
 
 /// Makes sure `model.path` holds a model; creates it from `model.init` when it is missing.
 pub fn ensure_model(cfg: &TrainConfig) -> Result<()> {
@@ -106,32 +106,21 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The optimiser masks of the freeze warm-up: only the embeddings and lm_head train, or only
-/// the rows of the vocabulary added by `cpt vocab extend`.
-pub fn freeze_masks(cfg: &TrainConfig, model: &CausalLm, freeze: &FreezeConfig) -> Result<Vec<(String, UpdateMask)>> {
-    let is_embedding = |name: &str| name == "model.embed_tokens.weight" || name == "lm_head.weight";
-    let params = model.named_parameters();
-    let old_vocab = match freeze.train_only {
-        FreezeTarget::Embeddings => None,
-        FreezeTarget::NewVocabRows => Some(freeze_old_vocab_size(cfg, freeze)?),
+/// Starts the freeze warm-up: only the embeddings and lm_head train, or only the rows of
+/// the vocabulary added by `cpt vocab extend`.
+pub fn start_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimizer, freeze: &FreezeConfig) -> Result<()> {
+    let new_rows: Vec<u32> = match freeze.train_only {
+        FreezeTarget::Embeddings => Vec::new(),
+        FreezeTarget::NewVocabRows => {
+            let old = freeze_old_vocab_size(cfg, freeze)?;
+            let rows = model.config().vocab_size;
+            if old >= rows {
+                bail!("freeze.train_only: new_vocab_rows, but the model has {rows} vocabulary rows and the old vocabulary {old}: no new rows to train");
+            }
+            (old as u32..rows as u32).collect()
+        }
     };
-    params
-        .iter()
-        .map(|(name, var)| {
-            let mask = if !is_embedding(name) {
-                UpdateMask::Frozen
-            } else if let Some(old) = old_vocab {
-                let rows = var.dims()[0];
-                if old >= rows {
-                    bail!("freeze.train_only: new_vocab_rows, but `{name}` has {rows} rows and the old vocabulary {old}: no new rows to train");
-                }
-                UpdateMask::Rows((old as u32..rows as u32).collect())
-            } else {
-                UpdateMask::All
-            };
-            Ok((name.clone(), mask))
-        })
-        .collect()
+    optimizer.freeze_for(freeze.train_only, &new_rows)
 }
 
 fn freeze_old_vocab_size(cfg: &TrainConfig, freeze: &FreezeConfig) -> Result<usize> {

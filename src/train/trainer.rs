@@ -176,6 +176,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         counters.tokens += tokens_per_step;
 
         let mut grads = step_out.grads;
+        // Masked (frozen) gradients are dropped first, so the norm counts only what trains.
+        optimizer.apply_masks(&mut grads)?;
         let grad_norm = grads.global_norm()?;
         let verdict = guard.assess(step_out.loss, grad_norm);
         let lr = schedule.lr_for(counters.step - 1, prev_tokens);
@@ -184,7 +186,6 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 if let Some(max) = cfg.optim.grad_clip {
                     grads.clip_global_norm(max)?;
                 }
-                optimizer.apply_masks(&mut grads)?;
                 optimizer.step(&grads, lr)?;
                 counters.optimizer_steps += 1;
                 counters.lr = lr;
@@ -435,9 +436,7 @@ fn apply_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimizer, 
     let Some(freeze) = &cfg.freeze else { return Ok(()) };
     let warm_up = step < freeze.steps.get();
     if warm_up && !*masked {
-        for (name, mask) in super::setup::freeze_masks(cfg, model, freeze)? {
-            optimizer.set_mask(&name, mask)?;
-        }
+        super::setup::start_freeze(cfg, model, optimizer, freeze)?;
         *masked = true;
     } else if !warm_up && *masked {
         optimizer.clear_masks();
