@@ -1,7 +1,150 @@
-//! `cpt eval` (skeleton: filled in by its issue).
-#[derive(clap::Args)]
-pub struct EvalArgs {}
+//! `cpt eval`: multiple-choice benchmarks and perplexity sets against one model.
+use std::path::PathBuf;
+use std::time::Instant;
 
-pub fn run(_args: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`cpt eval` is not built yet")
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cpt::eval::benchmarks::{load_benchmark, BenchmarkKind};
+use cpt::eval::documents::{read_documents, TextSplit};
+use cpt::eval::loglik::EngineOptions;
+use cpt::eval::model_adapter::{parse_device, parse_dtype, CandleLm};
+use cpt::eval::multiple_choice::{evaluate_benchmark, McOptions};
+use cpt::eval::perplexity::{aggregate, score_documents};
+use cpt::eval::report::{format_table, write_json, write_questions_jsonl, EvalReport, Timing};
+use cpt::eval::templates::PromptStyle;
+use cpt::model::Tokenizer;
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Model directory in Hugging Face layout (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// `mmlu=DIR`, `ceval=DIR`, `cmmlu=DIR` (released layouts) or `ppl=FILE` (JSONL or
+    /// text: loss, perplexity, bits per byte). Repeat for several.
+    #[arg(long = "task", required = true)]
+    tasks: Vec<String>,
+    /// Few-shot examples from the dev split.
+    #[arg(long, default_value_t = 5)]
+    shots: usize,
+    /// Prompt template: `official` (the benchmark's own scripts) or `lm-eval`.
+    #[arg(long, default_value = "official")]
+    style: String,
+    /// Split to evaluate (default: mmlu test, ceval val, cmmlu test).
+    #[arg(long)]
+    split: Option<String>,
+    /// Only these subjects (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    subjects: Option<Vec<String>>,
+    /// At most this many questions per subject.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Tokenize prompts with special tokens (BOS): auto (official: yes, lm-eval: no), yes, no.
+    #[arg(long, default_value = "auto")]
+    add_bos: String,
+    /// Context length (default: the model's max_position_embeddings).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Padded tokens per forward pass.
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// JSONL field holding the text of perplexity documents.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Plain-text perplexity files: `file` (one document) or `blank-line` (paragraphs).
+    #[arg(long, default_value = "file")]
+    text_split: String,
+    /// Write report.json and per-question JSONL (`<benchmark>-questions.jsonl`) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print every subject in the table, not only categories.
+    #[arg(long)]
+    per_subject: bool,
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let style: PromptStyle = args.style.parse()?;
+    let add_special = match args.add_bos.as_str() {
+        "auto" => None,
+        "yes" => Some(true),
+        "no" => Some(false),
+        other => bail!("--add-bos {other:?}: expected auto, yes or no"),
+    };
+    let text_split = match args.text_split.as_str() {
+        "file" => TextSplit::File,
+        "blank-line" => TextSplit::BlankLine,
+        other => bail!("--text-split {other:?}: expected file or blank-line"),
+    };
+    // Check every task before loading the model.
+    let mut parsed = Vec::new();
+    for t in &args.tasks {
+        let (name, path) = t.split_once('=').with_context(|| format!("--task {t:?}: expected NAME=PATH, e.g. cmmlu=data/cmmlu"))?;
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            bail!("--task {t}: {} does not exist", path.display());
+        }
+        parsed.push((name.to_string(), path));
+    }
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let lm = CandleLm::load(&args.model, &device, dtype, args.max_len)?;
+    let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let engine = EngineOptions { batch_tokens: args.batch_tokens.max(1) };
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+
+    let mut report = EvalReport { model: args.model.display().to_string(), ..Default::default() };
+    for (name, path) in parsed {
+        if name == "ppl" {
+            let docs: Vec<String> = read_documents(&path, &args.text_field, text_split)?.into_iter().map(|d| d.text).collect();
+            let bar = progress(0, "windows");
+            let start = Instant::now();
+            let scores = score_documents(&lm, &tok, &docs, usize::MAX, engine, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            let secs = start.elapsed().as_secs_f64();
+            report.perplexity.push(aggregate(&path.display().to_string(), &scores));
+            report.timing.push(Timing { task: format!("ppl {}", path.display()), seconds: secs, items: docs.len(), items_per_s: docs.len() as f64 / secs });
+            continue;
+        }
+        let kind: BenchmarkKind = name.parse().with_context(|| format!("--task {name}=..."))?;
+        let bench = load_benchmark(kind, &path, args.split.as_deref(), args.subjects.as_deref())?;
+        let opts = McOptions { style, shots: args.shots, add_special, max_len: args.max_len, limit: args.limit, engine };
+        let bar = progress(0, kind.name());
+        let start = Instant::now();
+        let run = evaluate_benchmark(&lm, &tok, &bench, &opts, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        let secs = start.elapsed().as_secs_f64();
+        let n = run.results.len();
+        report.timing.push(Timing { task: kind.name().to_string(), seconds: secs, items: n, items_per_s: n as f64 / secs });
+        if let Some(out) = &args.out {
+            write_questions_jsonl(&out.join(format!("{}-questions.jsonl", kind.name())), &run.results)?;
+        }
+        report.benchmarks.push(run);
+    }
+    print!("{}", format_table(&report, args.per_subject));
+    if let Some(out) = &args.out {
+        write_json(&out.join("report.json"), &report)?;
+        println!("wrote {}", out.join("report.json").display());
+    }
+    Ok(())
 }

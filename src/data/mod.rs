@@ -1,2 +1,26 @@
-//! The corpus pipeline: sources -> `cpt prepare` token shards -> the ratio-and-curriculum sampler.
+//! The corpus pipeline: sources -> `cpt prepare` token shards -> the ratio-and-curriculum
+//! sampler.
+//!
+//! - `config`: the `data:` YAML section.
+//! - `source`: JSONL / text / Parquet readers (gzip, zstd), globs and directories.
+//! - `tokenize`: the tokenizer as the pipeline uses it (BOS/EOS, content hash).
+//! - `shards`, `manifest`, `prepare`: token shards, their manifest, and `cpt prepare`.
+//! - `sampler`, `curriculum`, `mixing`, `rng`: windows from shards: stages, blending,
+//!   shuffling, packing, perplexity curriculum, topic re-weighting, exact resume.
+//! - `inspect`: the data plan without training (`cpt data inspect`).
 pub mod config;
+pub mod curriculum;
+pub mod inspect;
+pub mod manifest;
+pub mod mixing;
+pub mod prepare;
+pub mod rng;
+pub mod sampler;
+pub mod shards;
+pub mod source;
+pub mod tokenize;
+
+pub use config::DataConfig;
+pub use prepare::{prepare, PrepareOptions, PrepareReport, PreparedData};
+pub use sampler::{RestoreReport, Sampler, SamplerState, Window};
+pub use tokenize::TextTokenizer;

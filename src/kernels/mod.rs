@@ -1,1 +1,57 @@
-//! Fused kernels (CUDA under the `cuda` feature) with CPU fallbacks, as candle custom ops.
+//! Fused kernels for training: each op is a candle custom op with a CPU implementation of
+//! the fused algorithm and, under the `cuda` feature, a CUDA kernel (`src/kernels/cuda/*.cu`,
+//! compiled to PTX by `build.rs`). Every op records a backward.
+//!
+//! The ops are drop-in replacements for the composed ops of `crate::model`: same shapes,
+//! same semantics. [`KernelMode`] selects between the two; the composed path stays the
+//! default because it is the one checked against transformers end to end.
+//!
+//! | op | function | layout |
+//! |---|---|---|
+//! | causal attention (flash-style, GQA, document mask) | [`attention::flash_attention`] | q `[B,Hq,T,D]`, k/v `[B,Hkv,T,D]` |
+//! | RMSNorm | [`rms_norm::rms_norm`] | x `[..,H]`, weight `[H]` |
+//! | RoPE (rotate-half, HF layout) | [`rope::rope`], [`rope::RopeTable`] | x `[B,H,T,D]`, cos/sin `[B,T,D/2]` |
+//! | SwiGLU | [`swiglu::swiglu`] | gate, up: same shape |
+//! | cross-entropy over vocabulary chunks | [`cross_entropy::chunked_cross_entropy`] | hidden `[N,H]`, lm_head `[V,H]`, targets `[N]` |
+//! | multi-tensor AdamW | [`adamw::adamw_step`] | f32 params, grads, moments |
+//! | activation recomputation | [`recompute::recompute`] | any block `x -> y` |
+//!
+//! [`dispatch`] gives the model one call per op that follows a [`KernelMode`].
+
+pub mod adamw;
+pub mod attention;
+pub mod attention_blocked;
+pub mod cross_entropy;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+pub mod device_info;
+pub mod dispatch;
+mod host;
+pub mod recompute;
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
+
+use serde::{Deserialize, Serialize};
+
+/// Which implementation of the model's ops a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelMode {
+    /// Chains of candle primitives (`crate::model`'s ops): the reference path.
+    #[default]
+    Composed,
+    /// The custom ops of this module (CUDA kernels on a GPU, their CPU versions otherwise).
+    Fused,
+}
+
+impl std::str::FromStr for KernelMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "composed" => Ok(Self::Composed),
+            "fused" => Ok(Self::Fused),
+            other => anyhow::bail!("unknown kernel mode `{other}` (expected `composed` or `fused`)"),
+        }
+    }
+}

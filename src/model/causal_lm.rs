@@ -34,7 +34,11 @@ pub struct SaveOptions {
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, max_shard_bytes: 5_000_000_000, assets_from: None }
+        Self {
+            dtype: DType::F32,
+            max_shard_bytes: 5_000_000_000,
+            assets_from: None,
+        }
     }
 }
 
@@ -67,32 +71,71 @@ pub struct CausalLm {
     source_dir: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for CausalLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLm")
+            .field("architecture", &self.config.architecture)
+            .field("parameters", &self.num_parameters())
+            .field("compute_dtype", &self.compute_dtype)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
 /// Every parameter of a config: HF name, shape and initialisation, in a stable order.
 pub fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, InitKind)> {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
     let q_out = cfg.num_attention_heads * cfg.head_dim;
     let kv_out = cfg.num_key_value_heads * cfg.head_dim;
-    let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h], InitKind::Normal)];
+    let mut specs = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, h],
+        InitKind::Normal,
+    )];
     for l in 0..cfg.num_hidden_layers {
         let p = |s: &str| format!("model.layers.{l}.{s}");
         specs.push((p("input_layernorm.weight"), vec![h], InitKind::Ones));
-        specs.push((p("self_attn.q_proj.weight"), vec![q_out, h], InitKind::Normal));
-        specs.push((p("self_attn.k_proj.weight"), vec![kv_out, h], InitKind::Normal));
-        specs.push((p("self_attn.v_proj.weight"), vec![kv_out, h], InitKind::Normal));
+        specs.push((
+            p("self_attn.q_proj.weight"),
+            vec![q_out, h],
+            InitKind::Normal,
+        ));
+        specs.push((
+            p("self_attn.k_proj.weight"),
+            vec![kv_out, h],
+            InitKind::Normal,
+        ));
+        specs.push((
+            p("self_attn.v_proj.weight"),
+            vec![kv_out, h],
+            InitKind::Normal,
+        ));
         if cfg.architecture.qkv_bias() {
             specs.push((p("self_attn.q_proj.bias"), vec![q_out], InitKind::Zeros));
             specs.push((p("self_attn.k_proj.bias"), vec![kv_out], InitKind::Zeros));
             specs.push((p("self_attn.v_proj.bias"), vec![kv_out], InitKind::Zeros));
         }
-        specs.push((p("self_attn.o_proj.weight"), vec![h, q_out], InitKind::Normal));
-        specs.push((p("post_attention_layernorm.weight"), vec![h], InitKind::Ones));
+        specs.push((
+            p("self_attn.o_proj.weight"),
+            vec![h, q_out],
+            InitKind::Normal,
+        ));
+        specs.push((
+            p("post_attention_layernorm.weight"),
+            vec![h],
+            InitKind::Ones,
+        ));
         specs.push((p("mlp.gate_proj.weight"), vec![i, h], InitKind::Normal));
         specs.push((p("mlp.up_proj.weight"), vec![i, h], InitKind::Normal));
         specs.push((p("mlp.down_proj.weight"), vec![h, i], InitKind::Normal));
     }
     specs.push(("model.norm.weight".to_string(), vec![h], InitKind::Ones));
     if !cfg.tie_word_embeddings {
-        specs.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h], InitKind::Normal));
+        specs.push((
+            "lm_head.weight".to_string(),
+            vec![cfg.vocab_size, h],
+            InitKind::Normal,
+        ));
     }
     specs
 }
@@ -140,15 +183,27 @@ impl CausalLm {
                 list_some(&unexpected)
             );
         }
-        let missing: Vec<&String> = specs.iter().map(|(n, _, _)| n).filter(|n| !tensors.contains_key(*n)).collect();
+        let missing: Vec<&String> = specs
+            .iter()
+            .map(|(n, _, _)| n)
+            .filter(|n| !tensors.contains_key(*n))
+            .collect();
         if let Some(first) = missing.first() {
-            bail!("missing tensor `{first}` in checkpoint ({} missing: {})", missing.len(), list_some(&missing));
+            bail!(
+                "missing tensor `{first}` in checkpoint ({} missing: {})",
+                missing.len(),
+                list_some(&missing)
+            );
         }
         let mut params = Vec::with_capacity(specs.len());
         for (name, shape, _) in &specs {
             let t = tensors.remove(name).expect("checked present");
             if t.dims() != shape.as_slice() {
-                bail!("tensor `{name}` has shape {:?}, expected {:?} from config.json", t.dims(), shape);
+                bail!(
+                    "tensor `{name}` has shape {:?}, expected {:?} from config.json",
+                    t.dims(),
+                    shape
+                );
             }
             let t = t
                 .to_dtype(DType::F32)?
@@ -161,7 +216,12 @@ impl CausalLm {
 
     /// A randomly initialised model (transformers' `_init_weights`: normal(0,
     /// initializer_range) weights, unit norms, zero biases), reproducible from `seed`.
-    pub fn new_random(config: ModelConfig, seed: u64, device: &Device, compute_dtype: DType) -> Result<Self> {
+    pub fn new_random(
+        config: ModelConfig,
+        seed: u64,
+        device: &Device,
+        compute_dtype: DType,
+    ) -> Result<Self> {
         config.validate()?;
         let mut rng = SplitMix64::new(seed);
         let mut params = Vec::new();
@@ -172,7 +232,12 @@ impl CausalLm {
         Self::assemble(config, params, device, compute_dtype)
     }
 
-    fn assemble(config: ModelConfig, params: Vec<(String, Var)>, device: &Device, compute_dtype: DType) -> Result<Self> {
+    fn assemble(
+        config: ModelConfig,
+        params: Vec<(String, Var)>,
+        device: &Device,
+        compute_dtype: DType,
+    ) -> Result<Self> {
         if !matches!(compute_dtype, DType::F32 | DType::BF16 | DType::F16) {
             bail!("compute dtype {compute_dtype:?} is not supported (use f32, bf16 or f16)");
         }
@@ -253,12 +318,17 @@ impl CausalLm {
     /// input_ids [B, T] (u32) -> logits [B, T, V] (f32) for every position. With `packing`,
     /// tokens attend only within their document and positions restart per document.
     pub fn forward(&self, input_ids: &Tensor, packing: Option<&Packing>) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2().context("forward: input_ids must be [batch, seq_len]")?;
+        let (b, t) = input_ids
+            .dims2()
+            .context("forward: input_ids must be [batch, seq_len]")?;
         self.config.check_seq_len(t)?;
         let ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
         let max_id = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max_id as usize >= self.config.vocab_size {
-            bail!("forward: token id {max_id} is outside the vocabulary (vocab_size {})", self.config.vocab_size);
+            bail!(
+                "forward: token id {max_id} is outside the vocabulary (vocab_size {})",
+                self.config.vocab_size
+            );
         }
 
         let (positions, mask) = match packing {
@@ -271,10 +341,16 @@ impl CausalLm {
                     );
                 }
                 let segments = p.segments.to_device(&self.device)?;
-                (p.positions.to_device(&self.device)?, ops::document_mask(&segments)?)
+                (
+                    p.positions.to_device(&self.device)?,
+                    ops::document_mask(&segments)?,
+                )
             }
             None => {
-                let pos = Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?.broadcast_as((b, t))?.contiguous()?;
+                let pos = Tensor::arange(0u32, t as u32, &self.device)?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, t))?
+                    .contiguous()?;
                 (pos, ops::causal_mask(t, &self.device)?)
             }
         };
@@ -295,18 +371,36 @@ impl CausalLm {
         Ok(ops::linear(&x, &head, None)?.to_dtype(DType::F32)?)
     }
 
-    fn layer_forward(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn layer_forward(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let eps = c.rms_norm_eps;
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+            Ok(y.reshape((b, t, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
 
         let h = ops::rms_norm(x, &self.w(&l.input_norm)?, eps)?;
-        let q = heads(ops::linear(&h, &self.w(&l.q)?, self.wo(&l.q_bias)?.as_ref())?, c.num_attention_heads)?;
-        let k = heads(ops::linear(&h, &self.w(&l.k)?, self.wo(&l.k_bias)?.as_ref())?, c.num_key_value_heads)?;
-        let v = heads(ops::linear(&h, &self.w(&l.v)?, self.wo(&l.v_bias)?.as_ref())?, c.num_key_value_heads)?;
+        let q = heads(
+            ops::linear(&h, &self.w(&l.q)?, self.wo(&l.q_bias)?.as_ref())?,
+            c.num_attention_heads,
+        )?;
+        let k = heads(
+            ops::linear(&h, &self.w(&l.k)?, self.wo(&l.k_bias)?.as_ref())?,
+            c.num_key_value_heads,
+        )?;
+        let v = heads(
+            ops::linear(&h, &self.w(&l.v)?, self.wo(&l.v_bias)?.as_ref())?,
+            c.num_key_value_heads,
+        )?;
         let q = ops::apply_rope(&q, cos, sin)?.contiguous()?;
         let k = ops::apply_rope(&k, cos, sin)?.contiguous()?;
         let attn = ops::attention(&q, &k, &v, mask)?
@@ -325,10 +419,15 @@ impl CausalLm {
     /// `max_shard_bytes`) in `opts.dtype`, and the tokenizer / generation config files.
     pub fn save_pretrained(&self, dir: &Path, opts: &SaveOptions) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tensors: Vec<(String, Tensor)> =
-            self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+        let tensors: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect();
         io::save_safetensors_dir(dir, &tensors, opts.dtype, opts.max_shard_bytes)?;
-        let config = self.config.to_hf_json_with_dtype(io::torch_dtype_name(opts.dtype));
+        let config = self
+            .config
+            .to_hf_json_with_dtype(io::torch_dtype_name(opts.dtype));
         let path = dir.join("config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&config)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -348,7 +447,8 @@ pub fn copy_assets(src: &Path, dst: &Path) -> Result<()> {
         let from = src.join(name);
         if from.exists() {
             let to = dst.join(name);
-            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         }
     }
     Ok(())

@@ -57,7 +57,9 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (transformers `rope_type: "linear"`).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1 frequency-dependent scaling (transformers `_compute_llama3_parameters`).
     Llama3 {
         factor: f64,
@@ -111,30 +113,43 @@ impl<'a> Fields<'a> {
     }
 
     fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
-        self.get(key).map(|v| as_usize(v).with_context(|| format!("field `{key}`"))).transpose()
+        self.get(key)
+            .map(|v| as_usize(v).with_context(|| format!("field `{key}`")))
+            .transpose()
     }
 
     fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
         self.get(key)
-            .map(|v| v.as_f64().with_context(|| format!("field `{key}`: expected a number, got {v}")))
+            .map(|v| {
+                v.as_f64()
+                    .with_context(|| format!("field `{key}`: expected a number, got {v}"))
+            })
             .transpose()
     }
 
     fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
         self.get(key)
-            .map(|v| v.as_bool().with_context(|| format!("field `{key}`: expected true/false, got {v}")))
+            .map(|v| {
+                v.as_bool()
+                    .with_context(|| format!("field `{key}`: expected true/false, got {v}"))
+            })
             .transpose()
     }
 
     fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
         self.get(key)
-            .map(|v| v.as_str().with_context(|| format!("field `{key}`: expected a string, got {v}")))
+            .map(|v| {
+                v.as_str()
+                    .with_context(|| format!("field `{key}`: expected a string, got {v}"))
+            })
             .transpose()
     }
 }
 
 fn as_usize(v: &Value) -> Result<usize> {
-    v.as_u64().map(|x| x as usize).with_context(|| format!("expected a non-negative integer, got {v}"))
+    v.as_u64()
+        .map(|x| x as usize)
+        .with_context(|| format!("expected a non-negative integer, got {v}"))
 }
 
 fn token_ids(v: Option<&Value>, key: &str) -> Result<Vec<u32>> {
@@ -164,19 +179,27 @@ impl ModelConfig {
     }
 
     pub fn from_json(value: &Value) -> Result<Self> {
-        let obj = value.as_object().context("config.json: expected a JSON object")?;
+        let obj = value
+            .as_object()
+            .context("config.json: expected a JSON object")?;
         let f = Fields { obj };
 
         let architecture = match (f.get("architectures"), f.str_opt("model_type")?) {
             (Some(list), _) => {
-                let names = list.as_array().context("field `architectures`: expected a list")?;
+                let names = list
+                    .as_array()
+                    .context("field `architectures`: expected a list")?;
                 if names.len() != 1 {
                     bail!("field `architectures`: expected exactly one entry, got {list}");
                 }
-                let name = names[0].as_str().context("field `architectures`: expected strings")?;
+                let name = names[0]
+                    .as_str()
+                    .context("field `architectures`: expected strings")?;
                 Architecture::parse(name).context("field `architectures`")?
             }
-            (None, Some(model_type)) => Architecture::parse(model_type).context("field `model_type`")?,
+            (None, Some(model_type)) => {
+                Architecture::parse(model_type).context("field `model_type`")?
+            }
             (None, None) => bail!("missing field `architectures` (and no `model_type`)"),
         };
 
@@ -202,8 +225,10 @@ impl ModelConfig {
         if num_attention_heads == 0 {
             bail!("field `num_attention_heads` must be positive");
         }
-        let num_key_value_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        let num_key_value_heads = f
+            .usize_opt("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
+        if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             bail!(
                 "field `num_key_value_heads`: {num_key_value_heads} must divide \
                  num_attention_heads ({num_attention_heads})"
@@ -212,7 +237,7 @@ impl ModelConfig {
         let head_dim = match f.usize_opt("head_dim")? {
             Some(d) => d,
             None => {
-                if hidden_size % num_attention_heads != 0 {
+                if !hidden_size.is_multiple_of(num_attention_heads) {
                     bail!(
                         "field `hidden_size`: {hidden_size} is not divisible by num_attention_heads \
                          ({num_attention_heads}) and no `head_dim` is given"
@@ -221,27 +246,33 @@ impl ModelConfig {
                 hidden_size / num_attention_heads
             }
         };
-        if head_dim % 2 != 0 || head_dim == 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             bail!("field `head_dim`: {head_dim} must be even and positive for rotary embeddings");
         }
 
         // `rope_parameters` (transformers >= 5) holds rope_theta and the scaling together.
         let (rope_theta, rope_scaling) = match f.get("rope_parameters") {
             Some(params) => {
-                let p = params.as_object().context("field `rope_parameters`: expected an object")?;
+                let p = params
+                    .as_object()
+                    .context("field `rope_parameters`: expected an object")?;
                 let theta = Fields { obj: p }
                     .f64_opt("rope_theta")
                     .context("field `rope_parameters`")?
                     .or(f.f64_opt("rope_theta")?)
                     .unwrap_or(10000.0);
-                (theta, parse_rope_scaling(p).context("field `rope_parameters`")?)
+                (
+                    theta,
+                    parse_rope_scaling(p).context("field `rope_parameters`")?,
+                )
             }
             None => {
                 let theta = f.f64_opt("rope_theta")?.unwrap_or(10000.0);
                 let scaling = match f.get("rope_scaling") {
                     None => RopeScaling::None,
                     Some(s) => parse_rope_scaling(
-                        s.as_object().context("field `rope_scaling`: expected an object")?,
+                        s.as_object()
+                            .context("field `rope_scaling`: expected an object")?,
                     )
                     .context("field `rope_scaling`")?,
                 };
@@ -249,9 +280,24 @@ impl ModelConfig {
             }
         };
 
-        // Qwen2 carries a `sliding_window` value that only applies with `use_sliding_window`.
+        // Qwen2 carries a `sliding_window` value that only applies with `use_sliding_window`
+        // (transformers 5 spells the same thing as "sliding_attention" in `layer_types`).
+        let any_sliding_layer = match f.get("layer_types") {
+            None => false,
+            Some(v) => v
+                .as_array()
+                .context("field `layer_types`: expected a list")?
+                .iter()
+                .any(|t| t.as_str() == Some("sliding_attention")),
+        };
         let sliding_window = match architecture {
-            Architecture::Qwen2 if f.bool_opt("use_sliding_window")? != Some(true) => None,
+            Architecture::Qwen2
+                if f.bool_opt("use_sliding_window")? != Some(true) && !any_sliding_layer =>
+            {
+                None
+            }
+            // LlamaForCausalLM has no sliding window; transformers ignores the key there.
+            Architecture::Llama => None,
             _ => f.usize_opt("sliding_window")?,
         };
 
@@ -270,9 +316,13 @@ impl ModelConfig {
             max_position_embeddings: f.usize_opt("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.unwrap_or(false),
             sliding_window,
-            bos_token_id: token_ids(f.get("bos_token_id"), "bos_token_id")?.first().copied(),
+            bos_token_id: token_ids(f.get("bos_token_id"), "bos_token_id")?
+                .first()
+                .copied(),
             eos_token_ids: token_ids(f.get("eos_token_id"), "eos_token_id")?,
-            pad_token_id: token_ids(f.get("pad_token_id"), "pad_token_id")?.first().copied(),
+            pad_token_id: token_ids(f.get("pad_token_id"), "pad_token_id")?
+                .first()
+                .copied(),
             initializer_range: f.f64_opt("initializer_range")?.unwrap_or(0.02),
         };
         config.validate()?;
@@ -352,7 +402,10 @@ impl ModelConfig {
                 m.insert("mlp_bias".into(), json!(false));
             }
             Architecture::Qwen2 => {
-                m.insert("use_sliding_window".into(), json!(self.sliding_window.is_some()));
+                m.insert(
+                    "use_sliding_window".into(),
+                    json!(self.sliding_window.is_some()),
+                );
                 m.insert("sliding_window".into(), json!(self.sliding_window));
             }
             Architecture::Mistral => {
@@ -400,7 +453,10 @@ impl ModelConfig {
 fn parse_rope_scaling(obj: &Map<String, Value>) -> Result<RopeScaling> {
     let f = Fields { obj };
     // transformers accepts the legacy key `type` as well as `rope_type`.
-    let kind = f.str_opt("rope_type")?.or(f.str_opt("type")?).unwrap_or("default");
+    let kind = f
+        .str_opt("rope_type")?
+        .or(f.str_opt("type")?)
+        .unwrap_or("default");
     let factor = || -> Result<f64> {
         let v = f.f64_opt("factor")?.context("missing field `factor`")?;
         if v <= 0.0 {
@@ -412,8 +468,12 @@ fn parse_rope_scaling(obj: &Map<String, Value>) -> Result<RopeScaling> {
         "default" => Ok(RopeScaling::None),
         "linear" => Ok(RopeScaling::Linear { factor: factor()? }),
         "llama3" => {
-            let low = f.f64_opt("low_freq_factor")?.context("missing field `low_freq_factor`")?;
-            let high = f.f64_opt("high_freq_factor")?.context("missing field `high_freq_factor`")?;
+            let low = f
+                .f64_opt("low_freq_factor")?
+                .context("missing field `low_freq_factor`")?;
+            let high = f
+                .f64_opt("high_freq_factor")?
+                .context("missing field `high_freq_factor`")?;
             if high <= low {
                 bail!("field `high_freq_factor` ({high}) must exceed `low_freq_factor` ({low})");
             }

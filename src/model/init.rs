@@ -48,7 +48,13 @@ impl SplitMix64 {
 }
 
 /// A freshly initialised f32 tensor.
-pub fn init_tensor(shape: &[usize], kind: InitKind, std: f64, rng: &mut SplitMix64, device: &Device) -> Result<Tensor> {
+pub fn init_tensor(
+    shape: &[usize],
+    kind: InitKind,
+    std: f64,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = match kind {
         InitKind::Ones => vec![1.0; n],
@@ -122,10 +128,14 @@ pub const PRESETS: &[Preset] = &[
 ];
 
 pub fn preset(name: &str) -> Result<Preset> {
-    PRESETS.iter().copied().find(|p| p.name == name).with_context(|| {
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-        format!("unknown preset `{name}` (available: {})", names.join(", "))
-    })
+    PRESETS
+        .iter()
+        .copied()
+        .find(|p| p.name == name)
+        .with_context(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            format!("unknown preset `{name}` (available: {})", names.join(", "))
+        })
 }
 
 /// Sizes for `cpt init`: a preset with optional explicit overrides.
@@ -153,16 +163,20 @@ pub fn build_config(
 ) -> Result<ModelConfig> {
     let hidden_size = o.hidden_size.unwrap_or(preset.hidden_size);
     let heads = o.num_attention_heads.unwrap_or(preset.num_attention_heads);
-    let kv = o.num_key_value_heads.unwrap_or(preset.num_key_value_heads.min(heads));
-    if heads == 0 || kv == 0 || heads % kv != 0 {
+    let kv = o
+        .num_key_value_heads
+        .unwrap_or(preset.num_key_value_heads.min(heads));
+    if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
         bail!("--num-kv-heads ({kv}) must divide --num-heads ({heads})");
     }
     let head_dim = match o.head_dim {
         Some(d) => d,
-        None if hidden_size % heads == 0 => hidden_size / heads,
+        None if hidden_size.is_multiple_of(heads) => hidden_size / heads,
         None => bail!("--hidden-size ({hidden_size}) is not divisible by --num-heads ({heads}); give --head-dim"),
     };
-    let max_pos = o.max_position_embeddings.unwrap_or(preset.max_position_embeddings);
+    let max_pos = o
+        .max_position_embeddings
+        .unwrap_or(preset.max_position_embeddings);
     let config = ModelConfig {
         architecture: arch,
         vocab_size,
@@ -184,7 +198,7 @@ pub fn build_config(
         pad_token_id: None,
         initializer_range: 0.02,
     };
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         bail!("head dim {head_dim} must be even for rotary embeddings");
     }
     config.validate()?;
@@ -201,9 +215,9 @@ pub const PAD_TOKEN: &str = "<|pad|>";
 /// BOS (as Llama 3's does), so transformers' tokenizer adds it too.
 pub fn train_bpe_tokenizer(files: &[PathBuf], vocab_size: usize) -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::normalizers::NormalizerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::processors::template::TemplateProcessing;
-    use tokenizers::normalizers::NormalizerWrapper;
     use tokenizers::{AddedToken, TokenizerBuilder};
 
     if files.is_empty() {
@@ -214,8 +228,10 @@ pub fn train_bpe_tokenizer(files: &[PathBuf], vocab_size: usize) -> Result<token
             bail!("tokenizer training file {} does not exist", f.display());
         }
     }
-    let specials: Vec<AddedToken> =
-        [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN].iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
+    let specials: Vec<AddedToken> = [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN]
+        .iter()
+        .map(|t| AddedToken::from(t.to_string(), true))
+        .collect();
     let min_vocab = 256 + specials.len();
     if vocab_size < min_vocab {
         bail!("--vocab-size {vocab_size} is too small for a byte-level BPE (at least {min_vocab})");
@@ -227,24 +243,28 @@ pub fn train_bpe_tokenizer(files: &[PathBuf], vocab_size: usize) -> Result<token
         .special_tokens(specials)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
-    let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, TemplateProcessing, ByteLevel>::new()
-        .with_model(BPE::default())
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
-        .with_decoder(Some(ByteLevel::default()))
-        .with_post_processor(Some(
-            TemplateProcessing::builder()
-                .try_single(format!("{BOS_TOKEN}:0 $A:0"))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .try_pair(format!("{BOS_TOKEN}:0 $A:0 {BOS_TOKEN}:1 $B:1"))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .special_tokens(vec![(BOS_TOKEN, 0)])
-                .build()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ))
-        .build()
-        .map_err(|e| anyhow::anyhow!("building tokenizer: {e}"))?;
-    let paths: Vec<String> = files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let mut tokenizer =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, TemplateProcessing, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+            .with_decoder(Some(ByteLevel::default()))
+            .with_post_processor(Some(
+                TemplateProcessing::builder()
+                    .try_single(format!("{BOS_TOKEN}:0 $A:0"))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .try_pair(format!("{BOS_TOKEN}:0 $A:0 {BOS_TOKEN}:1 $B:1"))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .special_tokens(vec![(BOS_TOKEN, 0)])
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ))
+            .build()
+            .map_err(|e| anyhow::anyhow!("building tokenizer: {e}"))?;
+    let paths: Vec<String> = files
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     tokenizer
         .train_from_files(&mut trainer, paths)
         .map_err(|e| anyhow::anyhow!("training BPE on {:?}: {e}", files))?;
@@ -252,7 +272,13 @@ pub fn train_bpe_tokenizer(files: &[PathBuf], vocab_size: usize) -> Result<token
 }
 
 /// Writes `tokenizer_config.json` naming BOS/EOS/PAD for transformers.
-pub fn write_tokenizer_config(dir: &Path, bos: &str, eos: &str, pad: Option<&str>, max_len: usize) -> Result<()> {
+pub fn write_tokenizer_config(
+    dir: &Path,
+    bos: &str,
+    eos: &str,
+    pad: Option<&str>,
+    max_len: usize,
+) -> Result<()> {
     let mut v = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": bos,
@@ -264,7 +290,8 @@ pub fn write_tokenizer_config(dir: &Path, bos: &str, eos: &str, pad: Option<&str
         v["pad_token"] = serde_json::json!(p);
     }
     let path = dir.join("tokenizer_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(&v)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes `generation_config.json` with the model's BOS/EOS.
@@ -277,5 +304,189 @@ pub fn write_generation_config(dir: &Path, config: &ModelConfig) -> Result<()> {
         v["eos_token_id"] = serde_json::json!(e);
     }
     let path = dir.join("generation_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(&v)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Where `cpt init` takes its tokenizer from.
+#[derive(Debug, Clone)]
+pub enum TokenizerSource {
+    /// A `tokenizer.json` file, or a directory holding one (its tokenizer_config.json and
+    /// special_tokens_map.json are copied too).
+    Existing(PathBuf),
+    /// Train a byte-level BPE with this many ids on these text files.
+    Train {
+        files: Vec<PathBuf>,
+        vocab_size: usize,
+    },
+}
+
+/// Everything `cpt init` needs.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub arch: Architecture,
+    pub preset: Preset,
+    pub sizes: SizeOverrides,
+    pub tokenizer: TokenizerSource,
+    /// Model vocabulary when larger than the tokenizer's (padding rows, as many models have).
+    pub vocab_size: Option<usize>,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub dtype: candle_core::DType,
+    /// Allow writing into an existing non-empty directory.
+    pub force: bool,
+}
+
+/// What `init_model_dir` wrote.
+#[derive(Debug, Clone)]
+pub struct InitSummary {
+    pub config: ModelConfig,
+    pub parameters: usize,
+    pub non_embedding_parameters: usize,
+}
+
+/// Writes a randomly initialised model in HF layout: config.json, model.safetensors,
+/// tokenizer.json, tokenizer_config.json, generation_config.json.
+pub fn init_model_dir(spec: &InitSpec) -> Result<InitSummary> {
+    // Check what can be checked before touching the output directory.
+    build_config(spec.arch, &spec.preset, &spec.sizes, 1, None, None)?;
+    match &spec.tokenizer {
+        TokenizerSource::Existing(src) => {
+            let file = if src.is_dir() {
+                src.join("tokenizer.json")
+            } else {
+                src.clone()
+            };
+            if !file.is_file() {
+                bail!("tokenizer file {} does not exist", file.display());
+            }
+        }
+        TokenizerSource::Train { files, .. } => {
+            if let Some(f) = files.iter().find(|f| !f.is_file()) {
+                bail!("tokenizer training file {} does not exist", f.display());
+            }
+        }
+    }
+    let out = &spec.out;
+    let existed = out.exists();
+    if existed {
+        let non_empty = std::fs::read_dir(out)
+            .with_context(|| format!("listing {}", out.display()))?
+            .next()
+            .is_some();
+        if non_empty && !spec.force {
+            bail!(
+                "output directory {} exists and is not empty (use --force to overwrite)",
+                out.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let result = write_model_dir(spec);
+    if result.is_err() && !existed {
+        // Leave nothing half-written behind in a directory we created.
+        let _ = std::fs::remove_dir_all(out);
+    }
+    result
+}
+
+fn write_model_dir(spec: &InitSpec) -> Result<InitSummary> {
+    use super::causal_lm::{CausalLm, SaveOptions};
+    use super::tokenizer::Tokenizer;
+
+    let out = &spec.out;
+    let max_len = spec
+        .sizes
+        .max_position_embeddings
+        .unwrap_or(spec.preset.max_position_embeddings);
+
+    // Tokenizer first: it fixes the vocabulary and the special ids.
+    let tok_path = out.join("tokenizer.json");
+    match &spec.tokenizer {
+        TokenizerSource::Existing(src) => {
+            let (src_file, src_dir) = if src.is_dir() {
+                (src.join("tokenizer.json"), Some(src.as_path()))
+            } else {
+                (src.clone(), None)
+            };
+            if !src_file.is_file() {
+                bail!("tokenizer file {} does not exist", src_file.display());
+            }
+            std::fs::copy(&src_file, &tok_path).with_context(|| {
+                format!("copying {} to {}", src_file.display(), tok_path.display())
+            })?;
+            if let Some(dir) = src_dir {
+                for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+                    if dir.join(name).is_file() {
+                        std::fs::copy(dir.join(name), out.join(name))
+                            .with_context(|| format!("copying {}", dir.join(name).display()))?;
+                    }
+                }
+            }
+            if !out.join("tokenizer_config.json").exists() {
+                let tok = Tokenizer::from_file(&tok_path)?;
+                let name = |id: Option<u32>| id.and_then(|i| tok.inner().id_to_token(i));
+                let bos = name(tok.bos_id()).with_context(|| {
+                    format!(
+                        "{}: no BOS token found (give a directory with tokenizer_config.json)",
+                        src_file.display()
+                    )
+                })?;
+                let eos = name(tok.eos_id()).with_context(|| {
+                    format!(
+                        "{}: no EOS token found (give a directory with tokenizer_config.json)",
+                        src_file.display()
+                    )
+                })?;
+                write_tokenizer_config(out, &bos, &eos, None, max_len)?;
+            }
+        }
+        TokenizerSource::Train { files, vocab_size } => {
+            let tok = train_bpe_tokenizer(files, *vocab_size)?;
+            tok.save(&tok_path, false)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tok_path.display()))?;
+            write_tokenizer_config(out, BOS_TOKEN, EOS_TOKEN, Some(PAD_TOKEN), max_len)?;
+        }
+    }
+    // The tokenizer as `cpt` will read it back (tokenizer_config.json decides BOS/EOS).
+    let tokenizer = Tokenizer::from_dir(out)?;
+    let tok_vocab = tokenizer.vocab_size();
+    let vocab_size = match spec.vocab_size {
+        Some(v) if v < tok_vocab => {
+            bail!("--vocab-size {v} is smaller than the tokenizer's {tok_vocab} ids")
+        }
+        Some(v) => v,
+        None => tok_vocab,
+    };
+
+    let config = build_config(
+        spec.arch,
+        &spec.preset,
+        &spec.sizes,
+        vocab_size,
+        tokenizer.bos_id(),
+        tokenizer.eos_id(),
+    )?;
+    let model = CausalLm::new_random(
+        config.clone(),
+        spec.seed,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )?;
+    model.save_pretrained(
+        out,
+        &SaveOptions {
+            dtype: spec.dtype,
+            max_shard_bytes: 0,
+            assets_from: None,
+        },
+    )?;
+    write_generation_config(out, &config)?;
+    let parameters = model.num_parameters();
+    let embedding = vocab_size * config.hidden_size;
+    Ok(InitSummary {
+        config,
+        parameters,
+        non_embedding_parameters: parameters - embedding,
+    })
 }

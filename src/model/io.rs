@@ -28,7 +28,10 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files: Vec<String> = Vec::new();
         for (tensor, file) in map {
             let file = file.as_str().with_context(|| {
-                format!("{}: `weight_map.{tensor}` is not a file name", index.display())
+                format!(
+                    "{}: `weight_map.{tensor}` is not a file name",
+                    index.display()
+                )
             })?;
             if !files.iter().any(|f| f == file) {
                 files.push(file.to_string());
@@ -38,7 +41,11 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
         for p in &paths {
             if !p.exists() {
-                bail!("{} lists shard {} which does not exist", index.display(), p.display());
+                bail!(
+                    "{} lists shard {} which does not exist",
+                    index.display(),
+                    p.display()
+                );
             }
         }
         return Ok(paths);
@@ -47,7 +54,10 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if single.exists() {
         return Ok(vec![single]);
     }
-    bail!("{} holds neither {SINGLE_FILE} nor {INDEX_FILE}", dir.display())
+    bail!(
+        "{} holds neither {SINGLE_FILE} nor {INDEX_FILE}",
+        dir.display()
+    )
 }
 
 /// Loads every tensor of a checkpoint directory onto the CPU, in its stored dtype.
@@ -56,7 +66,10 @@ pub fn load_safetensors_dir(dir: &Path) -> Result<HashMap<String, Tensor>> {
     for path in checkpoint_files(dir)? {
         for (name, tensor) in load_safetensors_file(&path)? {
             if out.insert(name.clone(), tensor).is_some() {
-                bail!("tensor `{name}` appears in more than one shard (again in {})", path.display());
+                bail!(
+                    "tensor `{name}` appears in more than one shard (again in {})",
+                    path.display()
+                );
             }
         }
     }
@@ -136,18 +149,34 @@ fn to_bytes(t: &Tensor, dtype: DType) -> Result<Bytes> {
     let shape = t.dims().to_vec();
     let t = t.to_dtype(dtype)?.to_device(&Device::Cpu)?.flatten_all()?;
     let (st_dtype, data): (StDtype, Vec<u8>) = match dtype {
-        DType::F32 => (StDtype::F32, t.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        DType::F32 => (
+            StDtype::F32,
+            t.to_vec1::<f32>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
         DType::BF16 => (
             StDtype::BF16,
-            t.to_vec1::<half::bf16>()?.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            t.to_vec1::<half::bf16>()?
+                .iter()
+                .flat_map(|x| x.to_bits().to_le_bytes())
+                .collect(),
         ),
         DType::F16 => (
             StDtype::F16,
-            t.to_vec1::<half::f16>()?.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            t.to_vec1::<half::f16>()?
+                .iter()
+                .flat_map(|x| x.to_bits().to_le_bytes())
+                .collect(),
         ),
         other => bail!("cannot save weights as {other:?} (use f32, bf16 or f16)"),
     };
-    Ok(Bytes { dtype: st_dtype, shape, data })
+    Ok(Bytes {
+        dtype: st_dtype,
+        shape,
+        data,
+    })
 }
 
 /// Writes tensors as `model.safetensors`, or as `model-0000i-of-0000n.safetensors` shards
@@ -198,14 +227,30 @@ pub fn save_safetensors_dir(
             weight_map.insert(name.clone(), file_name.clone());
         }
         let path = dir.join(&file_name);
-        safetensors::serialize_to_file(data.iter().map(|(n, b)| (n.as_str(), b)), metadata.clone(), &path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        safetensors::serialize_to_file(
+            data.iter().map(|(n, b)| (n.as_str(), b)),
+            metadata.clone(),
+            &path,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        make_world_readable(&path)?;
     }
     if n > 1 {
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
         let path = dir.join(INDEX_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&index)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// safetensors creates files readable by the owner only; checkpoints are meant to be shared.
+fn make_world_readable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", path.display()))?;
     }
     Ok(())
 }
@@ -218,7 +263,8 @@ fn remove_old_weights(dir: &Path) -> Result<()> {
             || name == INDEX_FILE
             || (name.starts_with("model-") && name.ends_with(".safetensors"));
         if is_weights {
-            std::fs::remove_file(&path).with_context(|| format!("removing old {}", path.display()))?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing old {}", path.display()))?;
         }
     }
     Ok(())

@@ -1,14 +1,14 @@
 //! One decoder for `LlamaForCausalLM`, `Qwen2ForCausalLM` and `MistralForCausalLM`,
 //! built only from ops that record a backward, with Hugging Face checkpoints in and out.
 //!
-//! - [`config`]: HF `config.json` (classic and `rope_parameters` forms) -> [`ModelConfig`]
-//! - [`ops`]: differentiable RMSNorm, RoPE (incl. llama3 scaling), GQA attention, SwiGLU
-//! - [`causal_lm`]: [`CausalLm`] (f32 master parameters, selectable compute dtype)
-//! - [`packing`]: document masks and per-document positions for packed rows
-//! - [`loss`]: per-token NLL
-//! - [`io`]: safetensors in/out (single file or sharded)
-//! - [`tokenizer`]: `tokenizer.json` with BOS/EOS resolution
-//! - [`init`]: presets, seeded random init, byte-level BPE training
+//! - `config`: HF `config.json` (classic and `rope_parameters` forms) -> [`ModelConfig`]
+//! - `ops`: differentiable RMSNorm, RoPE (incl. llama3 scaling), GQA attention, SwiGLU
+//! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype)
+//! - `packing`: document masks and per-document positions for packed rows
+//! - `loss`: per-token NLL
+//! - `io`: safetensors in/out (single file or sharded)
+//! - `tokenizer`: `tokenizer.json` with BOS/EOS resolution
+//! - `init`: presets, seeded random init, byte-level BPE training
 pub mod causal_lm;
 pub mod config;
 pub mod init;

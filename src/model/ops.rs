@@ -100,7 +100,11 @@ pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
 }
 
 /// cos/sin tables [B, 1, T, head_dim] (f32, constants) for positions [B, T] (u32).
-pub fn rope_tables(positions: &Tensor, inv_freq: &[f32], device: &Device) -> Result<(Tensor, Tensor)> {
+pub fn rope_tables(
+    positions: &Tensor,
+    inv_freq: &[f32],
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let (b, t) = positions.dims2()?;
     let half = inv_freq.len();
     let inv = Tensor::from_slice(inv_freq, (1, 1, half), device)?;
@@ -142,10 +146,10 @@ pub fn document_mask(segments: &Tensor) -> Result<Tensor> {
     let seg_k = segments.reshape((b, 1, t))?;
     let same_doc = seg_q.broadcast_eq(&seg_k)?; // [B, T, T] u8
     let causal_ok = causal_mask(t, device)?.eq(0f64)?.reshape((1, t, t))?;
-    let allowed = same_doc.broadcast_mul(&causal_ok)?;
-    let zeros = Tensor::zeros((b, t, t), DType::F32, device)?;
-    let neg_inf = Tensor::full(f32::NEG_INFINITY, (b, t, t), device)?;
-    allowed.where_cond(&zeros, &neg_inf)?.unsqueeze(1)
+    let allowed = same_doc.broadcast_mul(&causal_ok)?.to_dtype(DType::F32)?;
+    // 1 -> 0, 0 -> -1e30 (exp underflows to exactly 0); one [B, T, T] buffer, no -inf
+    // arithmetic. Every row keeps its diagonal, so no row is fully masked.
+    allowed.affine(1e30, -1e30)?.unsqueeze(1)
 }
 
 /// Scaled dot-product attention with grouped-query heads.

@@ -12,7 +12,11 @@ pub struct Packing {
 impl Packing {
     /// `doc_starts[b]` lists the offsets in row b where a document begins (0 first, increasing,
     /// each < `seq_len`). A row without 0 is treated as if it started a document at 0.
-    pub fn from_doc_starts(doc_starts: &[Vec<u32>], seq_len: usize, device: &Device) -> Result<Self> {
+    pub fn from_doc_starts(
+        doc_starts: &[Vec<u32>],
+        seq_len: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let rows = doc_starts.len();
         let mut positions = Vec::with_capacity(rows * seq_len);
         let mut segments = Vec::with_capacity(rows * seq_len);

@@ -50,14 +50,27 @@ impl Tokenizer {
             .map_err(|e| anyhow::anyhow!("loading tokenizer {}: {e}", path.display()))?;
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         let bos_id = find(&["<|begin_of_text|>", "<s>", "<|endoftext|>", "<bos>"]);
-        let eos_id = find(&["<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>", "<|im_end|>"]);
-        let mut tok = Self { inner, bos_id, eos_id, hash: String::new(), path: path.to_path_buf() };
+        let eos_id = find(&[
+            "<|end_of_text|>",
+            "</s>",
+            "<|endoftext|>",
+            "<eos>",
+            "<|im_end|>",
+        ]);
+        let mut tok = Self {
+            inner,
+            bos_id,
+            eos_id,
+            hash: String::new(),
+            path: path.to_path_buf(),
+        };
         tok.rehash()?;
         Ok(tok)
     }
 
     fn rehash(&mut self) -> Result<()> {
-        let bytes = std::fs::read(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        let bytes = std::fs::read(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
         let mut h = Sha256::new();
         h.update(&bytes);
         h.update(format!("bos={:?};eos={:?}", self.bos_id, self.eos_id).as_bytes());
@@ -114,7 +127,8 @@ impl Tokenizer {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -126,18 +140,32 @@ fn first_id(v: &Value) -> Option<u32> {
 }
 
 /// `bos_token` may be a string or `{"content": ...}`; it must exist in the vocabulary.
-fn special_id(tok: &tokenizers::Tokenizer, v: Option<&Value>, file: &Path, field: &str) -> Result<Option<u32>> {
+fn special_id(
+    tok: &tokenizers::Tokenizer,
+    v: Option<&Value>,
+    file: &Path,
+    field: &str,
+) -> Result<Option<u32>> {
     let content = match v {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Object(o)) => match o.get("content").and_then(|c| c.as_str()) {
             Some(s) => s.to_string(),
-            None => anyhow::bail!("{}: field `{field}` has no string `content`", file.display()),
+            None => anyhow::bail!(
+                "{}: field `{field}` has no string `content`",
+                file.display()
+            ),
         },
-        Some(other) => anyhow::bail!("{}: field `{field}`: expected a string, got {other}", file.display()),
+        Some(other) => anyhow::bail!(
+            "{}: field `{field}`: expected a string, got {other}",
+            file.display()
+        ),
     };
     match tok.token_to_id(&content) {
         Some(id) => Ok(Some(id)),
-        None => anyhow::bail!("{}: field `{field}` names `{content}`, which is not in tokenizer.json", file.display()),
+        None => anyhow::bail!(
+            "{}: field `{field}` names `{content}`, which is not in tokenizer.json",
+            file.display()
+        ),
     }
 }

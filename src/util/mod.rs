@@ -1,1 +1,4 @@
-//! Small shared helpers: atomic file writes, hashing, progress bars.
+//! Small shared helpers: atomic file and directory writes, progress bars, stop signals.
+pub mod atomic;
+pub mod progress;
+pub mod signals;

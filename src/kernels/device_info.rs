@@ -1,0 +1,107 @@
+//! What a run prints at start: the device, and on a GPU its memory.
+
+use candle_core::{Device, Result};
+
+/// One line naming the device, e.g. `cuda:0 NVIDIA H100 80GB HBM3, 79.1 GiB total, 0.5 GiB used`
+/// or `cpu (16 threads)`.
+pub fn describe(device: &Device) -> Result<String> {
+    match device {
+        Device::Cpu => Ok(format!("cpu ({} threads)", rayon::current_num_threads())),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            use candle_core::cuda_backend::WrapErr;
+            let ctx = dev.cuda_stream().context().clone();
+            let name = ctx.name().w()?;
+            let (free, total) = ctx.mem_get_info().w()?;
+            let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+            Ok(format!(
+                "cuda:{} {name}, {:.1} GiB total, {:.1} GiB used",
+                ctx.ordinal(),
+                gib(total),
+                gib(total - free)
+            ))
+        }
+        other => Ok(format!("{other:?}")),
+    }
+}
+
+/// Device memory in use (bytes) on a GPU, as the driver reports it (all processes); `None`
+/// on CPU. Poll it after each step and keep the maximum for a peak.
+pub fn memory_used_bytes(device: &Device) -> Result<Option<u64>> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            use candle_core::cuda_backend::WrapErr;
+            let (free, total) = dev.cuda_stream().context().mem_get_info().w()?;
+            Ok(Some((total - free) as u64))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// High-water mark (bytes) of device memory in use by this process's allocations since the
+/// last [`reset_peak_memory`]. cudarc allocates from the device's default stream-ordered pool
+/// (`cuMemAllocAsync`), whose `USED_MEM_HIGH` attribute is this peak. `None` on CPU.
+pub fn peak_memory_bytes(device: &Device) -> Result<Option<u64>> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute;
+            let mut value: u64 = 0;
+            let pool = pool::default_pool(dev)?;
+            // SAFETY: the attribute is a u64 (cuuint64_t) written into `value`.
+            pool::check(unsafe {
+                candle_core::cuda_backend::cudarc::driver::sys::cuMemPoolGetAttribute(
+                    pool,
+                    CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    &mut value as *mut u64 as *mut std::ffi::c_void,
+                )
+            })?;
+            Ok(Some(value))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Restarts [`peak_memory_bytes`] from the memory in use now.
+pub fn reset_peak_memory(device: &Device) -> Result<()> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute;
+            let mut zero: u64 = 0; // the only value the driver accepts: reset
+            let pool = pool::default_pool(dev)?;
+            // SAFETY: as above; the driver reads a u64.
+            pool::check(unsafe {
+                candle_core::cuda_backend::cudarc::driver::sys::cuMemPoolSetAttribute(
+                    pool,
+                    CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    &mut zero as *mut u64 as *mut std::ffi::c_void,
+                )
+            })?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod pool {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaDevice, Result};
+
+    pub(super) fn check(r: sys::CUresult) -> Result<()> {
+        r.result().w()
+    }
+
+    pub(super) fn default_pool(dev: &CudaDevice) -> Result<sys::CUmemoryPool> {
+        let stream = dev.cuda_stream();
+        let ctx = stream.context();
+        ctx.bind_to_thread().w()?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: `pool` receives the device's default pool handle.
+        check(unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) })?;
+        Ok(pool)
+    }
+}

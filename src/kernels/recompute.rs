@@ -1,0 +1,151 @@
+//! Activation recomputation per block ("activation checkpointing").
+//!
+//! candle keeps every forward intermediate alive until the loss is dropped. [`recompute`]
+//! runs a block's forward on a detached input, keeps only the block's output, and wraps it
+//! in a custom op whose backward runs the block again on the saved input, backpropagates
+//! the incoming gradient through that local graph, and returns the input's gradient.
+//! Memory per block drops from all its intermediates to its input and output; compute rises
+//! by one extra forward per block.
+//!
+//! A custom op can hand gradients back only to its own arguments, not to the parameters the
+//! block reads. Those gradients go to a [`GradSink`]; after `loss.backward()`, call
+//! [`GradSink::merge_into`] to add them to the step's `GradStore` before the optimiser runs.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backprop::GradStore;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, Var};
+
+type BlockFn = dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync;
+
+/// Parameter gradients produced inside recomputed blocks during one backward pass.
+#[derive(Clone, Default)]
+pub struct GradSink {
+    grads: Arc<Mutex<Vec<(Var, Tensor)>>>,
+}
+
+impl GradSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, var: &Var, grad: Tensor) -> Result<()> {
+        let mut grads = self.grads.lock().map_err(|_| candle_core::Error::Msg("gradient sink poisoned".into()))?;
+        if let Some(slot) = grads.iter_mut().find(|(v, _)| v.id() == var.id()) {
+            slot.1 = (&slot.1 + grad)?;
+        } else {
+            grads.push((var.clone(), grad));
+        }
+        Ok(())
+    }
+
+    /// Adds the collected gradients to `store` (summing with any already there) and empties
+    /// the sink.
+    pub fn merge_into(&self, store: &mut GradStore) -> Result<()> {
+        let mut grads = self.grads.lock().map_err(|_| candle_core::Error::Msg("gradient sink poisoned".into()))?;
+        for (var, grad) in grads.drain(..) {
+            let total = match store.get(var.as_tensor()) {
+                Some(existing) => (existing + grad)?,
+                None => grad,
+            };
+            store.insert(var.as_tensor(), total);
+        }
+        Ok(())
+    }
+
+    /// Number of parameters holding a gradient.
+    pub fn len(&self) -> usize {
+        self.grads.lock().map(|g| g.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs `block(x)` keeping only its output; the backward recomputes the block.
+/// `params` are the variables the block reads (their gradients go to `sink`).
+/// The block must be deterministic (no dropout), as the recomputation must match.
+pub fn recompute<F>(x: &Tensor, params: &[Var], sink: &GradSink, block: F) -> Result<Tensor>
+where
+    F: Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
+{
+    let block: Arc<BlockFn> = Arc::new(block);
+    let y = block(&x.detach())?.detach().contiguous()?;
+    let op = Recompute { block, params: params.to_vec(), sink: sink.clone(), output: Mutex::new(Some(y)) };
+    x.apply_op1(op)
+}
+
+struct Recompute {
+    block: Arc<BlockFn>,
+    params: Vec<Var>,
+    sink: GradSink,
+    /// The block's output until the op's forward copies it out (then dropped, so only the
+    /// op's own output stays alive).
+    output: Mutex<Option<Tensor>>,
+}
+
+impl Recompute {
+    fn take_output(&self) -> Result<Tensor> {
+        self.output
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("recompute: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("recompute: forward ran twice".into()))
+    }
+}
+
+impl CustomOp1 for Recompute {
+    fn name(&self) -> &'static str {
+        "cpt-recompute"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let y = self.take_output()?;
+        let (storage, layout) = y.storage_and_layout();
+        whole_storage(layout)?;
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => bail!("recompute: block output on another device than its input"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let y = self.take_output()?;
+        let (storage, layout) = y.storage_and_layout();
+        whole_storage(layout)?;
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => bail!("recompute: block output on another device than its input"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let x_var = Var::from_tensor(&x.detach())?;
+        let y = (self.block)(x_var.as_tensor())?;
+        // d(sum(y * g))/dy = g: backpropagates exactly the incoming gradient.
+        let grads = (y * grad.detach())?.sum_all()?.backward()?;
+        for var in &self.params {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                self.sink.add(var, g.clone())?;
+            }
+        }
+        let dx = match grads.get(x_var.as_tensor()) {
+            Some(g) => g.clone(),
+            None => x.zeros_like()?,
+        };
+        Ok(Some(dx))
+    }
+}
+
+/// The identity forward copies the whole storage: the block's output must be one fresh
+/// contiguous buffer (it is: `recompute` makes it so).
+fn whole_storage(l: &Layout) -> Result<()> {
+    match l.contiguous_offsets() {
+        Some((0, end)) if end == l.shape().elem_count() => Ok(()),
+        _ => bail!("recompute: block output must be a fresh contiguous tensor"),
+    }
+}

@@ -1,0 +1,293 @@
+//! The fused ops' CUDA kernels against their CPU versions (themselves checked against
+//! PyTorch and the composed ops in kernels_cpu.rs), values and gradients, f32 and bf16, on
+//! shapes that exercise every tiling edge. Built only with `--features cuda`; needs a GPU:
+//!
+//!     cargo test --release --features cuda --test kernels_cuda
+#![cfg(feature = "cuda")]
+
+mod kernels_common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use cpt::kernels::adamw::{adamw_step, AdamWSlot, AdamWStep};
+use cpt::kernels::attention::flash_attention;
+use cpt::kernels::cross_entropy::chunked_cross_entropy;
+use cpt::kernels::recompute::{recompute, GradSink};
+use cpt::kernels::rms_norm::rms_norm;
+use cpt::kernels::rope::{rope, RopeTable};
+use cpt::kernels::swiglu::swiglu;
+use kernels_common::{assert_close, fixture, get, randn, value_and_grads};
+
+fn gpu() -> Device {
+    Device::new_cuda(0).expect("a CUDA device")
+}
+
+/// Runs `f` on CPU and GPU copies of `inputs`; compares outputs and gradients.
+fn cpu_vs_gpu(
+    what: &str,
+    inputs: &[&Tensor],
+    g: &Tensor,
+    tol: f32,
+    f: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+) {
+    let dev = gpu();
+    let (yc, gc) = value_and_grads(inputs, g, &f);
+    let on_gpu: Vec<Tensor> = inputs.iter().map(|t| t.to_device(&dev).unwrap()).collect();
+    let refs: Vec<&Tensor> = on_gpu.iter().collect();
+    let (yg, gg) = value_and_grads(&refs, &g.to_device(&dev).unwrap(), &f);
+    assert!(yg.device().is_cuda());
+    assert_close(&yg.to_device(&Device::Cpu).unwrap(), &yc, tol, &format!("{what}: output"));
+    for (i, (a, b)) in gg.iter().zip(&gc).enumerate() {
+        assert_close(&a.to_device(&Device::Cpu).unwrap(), b, tol, &format!("{what}: gradient {i}"));
+    }
+}
+
+fn segments(b: usize, t: usize, docs: &[&[usize]]) -> Tensor {
+    let mut seg = vec![0u32; b * t];
+    for (row, starts) in docs.iter().enumerate() {
+        for &s in starts.iter() {
+            seg[row * t + s..(row + 1) * t].iter_mut().for_each(|x| *x += 1);
+        }
+    }
+    Tensor::from_vec(seg, (b, t), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn attention_cuda_matches_cpu() {
+    // T not a multiple of any tile; GQA 4:1 and 1:1; D 64 and 128; packed documents.
+    for &(b, hq, hkv, t, d) in &[(2usize, 8usize, 2usize, 301usize, 64usize), (1, 4, 4, 77, 128), (2, 2, 1, 33, 32)] {
+        let seg = segments(b, t, &[&[40, 41, 200], &[]]);
+        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 2e-2)] {
+            let q = randn(&[b, hq, t, d], 1, dtype);
+            let k = randn(&[b, hkv, t, d], 2, dtype);
+            let v = randn(&[b, hkv, t, d], 3, dtype);
+            let g = randn(&[b, hq, t, d], 4, DType::F32);
+            let scale = 1.0 / (d as f32).sqrt();
+            let seg = seg.clone();
+            cpu_vs_gpu(&format!("attention {dtype:?} {b}x{hq}/{hkv}x{t}x{d}"), &[&q, &k, &v], &g, tol, move |x| {
+                let s = seg.to_device(x[0].device())?;
+                flash_attention(&x[0], &x[1], &x[2], Some(&s), scale)
+            });
+        }
+    }
+}
+
+#[test]
+fn blocked_attention_cuda_matches_cpu() {
+    use cpt::kernels::attention_blocked::blocked_attention;
+    for &(b, hq, hkv, t, d, q_block) in &[(2usize, 8usize, 2usize, 301usize, 64usize, 128usize), (1, 4, 4, 77, 128, 32)] {
+        let seg = segments(b, t, &[&[40, 41, 200], &[]]);
+        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 3e-2)] {
+            let q = randn(&[b, hq, t, d], 1, dtype);
+            let k = randn(&[b, hkv, t, d], 2, dtype);
+            let v = randn(&[b, hkv, t, d], 3, dtype);
+            let g = randn(&[b, hq, t, d], 4, DType::F32);
+            let scale = 1.0 / (d as f32).sqrt();
+            let seg = seg.clone();
+            cpu_vs_gpu(&format!("blocked attention {dtype:?} {b}x{hq}/{hkv}x{t}x{d}"), &[&q, &k, &v], &g, tol, move |x| {
+                let s = seg.to_device(x[0].device())?;
+                blocked_attention(&x[0], &x[1], &x[2], Some(&s), scale, q_block)
+            });
+        }
+    }
+}
+
+#[test]
+fn attention_cuda_matches_torch() {
+    let f = fixture();
+    let dev = gpu();
+    let on = |n: &str| get(&f, n).to_device(&dev).unwrap();
+    let seg = on("attn.segments").to_dtype(DType::U32).unwrap();
+    let scale = 1.0 / 4.0; // D = 16 is below the CUDA kernel's minimum: pad to 32 with zeros
+    let pad = |t: Tensor| Tensor::cat(&[&t, &t.zeros_like().unwrap()], 3).unwrap();
+    let (q, k, v) = (pad(on("attn.q")), pad(on("attn.k")), pad(on("attn.v")));
+    let o = flash_attention(&q, &k, &v, Some(&seg), scale).unwrap();
+    let o = o.narrow(3, 0, 16).unwrap().to_device(&Device::Cpu).unwrap();
+    assert_close(&o, &get(&f, "attn.out"), 1e-5, "attention output vs torch");
+}
+
+#[test]
+fn rms_norm_cuda_matches_cpu() {
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        let x = (randn(&[3, 100, 2048], 5, DType::F32) * 2.0).unwrap().to_dtype(dtype).unwrap();
+        let w = randn(&[2048], 6, DType::F32).affine(0.1, 1.0).unwrap().to_dtype(dtype).unwrap();
+        let g = randn(&[3, 100, 2048], 7, DType::F32);
+        cpu_vs_gpu(&format!("rms_norm {dtype:?}"), &[&x, &w], &g, tol, |t| rms_norm(&t[0], &t[1], 1e-5));
+    }
+}
+
+#[test]
+fn rope_cuda_matches_cpu() {
+    let inv: Vec<f32> = (0..64).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / 128.0)).collect();
+    let table = RopeTable::new(&inv, 512, 1.0, &Device::Cpu).unwrap();
+    let pos: Vec<u32> = (0..2 * 300).map(|i| (i % 300) as u32 % 170).collect();
+    let (cos, sin) = table.gather(&Tensor::from_vec(pos, (2, 300), &Device::Cpu).unwrap()).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 1e-2)] {
+        let x = randn(&[2, 8, 300, 128], 8, dtype);
+        let g = randn(&[2, 8, 300, 128], 9, DType::F32);
+        let (c, s) = (cos.clone(), sin.clone());
+        cpu_vs_gpu(&format!("rope {dtype:?}"), &[&x], &g, tol, move |t| {
+            rope(&t[0], &c.to_device(t[0].device())?, &s.to_device(t[0].device())?)
+        });
+    }
+}
+
+#[test]
+fn swiglu_cuda_matches_cpu() {
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 1e-2)] {
+        let a = (randn(&[4, 333, 512], 10, DType::F32) * 3.0).unwrap().to_dtype(dtype).unwrap();
+        let b = randn(&[4, 333, 512], 11, dtype);
+        let g = randn(&[4, 333, 512], 12, DType::F32);
+        cpu_vs_gpu(&format!("swiglu {dtype:?}"), &[&a, &b], &g, tol, |t| swiglu(&t[0], &t[1]));
+    }
+}
+
+#[test]
+fn cross_entropy_cuda_matches_cpu() {
+    let (n, h, vocab) = (300, 256, 5003);
+    let tg: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % vocab as u32).collect();
+    let tg = Tensor::new(tg.as_slice(), &Device::Cpu).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 2e-2)] {
+        let hs = randn(&[n, h], 13, dtype);
+        let w = (randn(&[vocab, h], 14, DType::F32) * 0.1).unwrap().to_dtype(dtype).unwrap();
+        let g = randn(&[n], 15, DType::F32).abs().unwrap();
+        let tg = tg.clone();
+        cpu_vs_gpu(&format!("cross-entropy {dtype:?}"), &[&hs, &w], &g, tol, move |t| {
+            chunked_cross_entropy(&t[0], &t[1], &tg.to_device(t[0].device())?, 1024)
+        });
+    }
+}
+
+#[test]
+fn adamw_cuda_matches_cpu_and_torch() {
+    // one launch over tensors of several sizes, one larger than a 65536-element chunk
+    let dev = gpu();
+    let sizes = [70_001usize, 5, 65_536, 1];
+    let hp = AdamWStep { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8 };
+    let make = |d: &Device| -> Vec<(Var, Tensor, Tensor)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let p = Var::from_tensor(&randn(&[n], 40 + i as u64, DType::F32).to_device(d).unwrap()).unwrap();
+                let z = Tensor::zeros(n, DType::F32, d).unwrap();
+                (p, z.clone(), z.copy().unwrap())
+            })
+            .collect()
+    };
+    let (cpu, gpu_state) = (make(&Device::Cpu), make(&dev));
+    for step in 1..=3u64 {
+        for (state, d) in [(&cpu, &Device::Cpu), (&gpu_state, &dev)] {
+            let grads: Vec<Tensor> =
+                sizes.iter().enumerate().map(|(i, &n)| randn(&[n], 100 * step + i as u64, DType::F32).to_device(d).unwrap()).collect();
+            let slots: Vec<AdamWSlot> = state
+                .iter()
+                .zip(&grads)
+                .enumerate()
+                .map(|(i, ((p, m, v), g))| AdamWSlot {
+                    param: p,
+                    grad: g,
+                    exp_avg: m,
+                    exp_avg_sq: v,
+                    weight_decay: if i % 2 == 0 { 0.1 } else { 0.0 },
+                    // per-parameter step counts: the last tensor joined one step late
+                    step: if i == 3 { step.max(2) - 1 } else { step },
+                })
+                .collect();
+            adamw_step(&slots, &hp).unwrap();
+        }
+    }
+    for ((pc, mc, vc), (pg, mg, vg)) in cpu.iter().zip(&gpu_state) {
+        assert_close(&pg.to_device(&Device::Cpu).unwrap(), pc, 1e-6, "adamw param");
+        assert_close(&mg.to_device(&Device::Cpu).unwrap(), mc, 1e-6, "adamw exp_avg");
+        assert_close(&vg.to_device(&Device::Cpu).unwrap(), vc, 1e-6, "adamw exp_avg_sq");
+    }
+    // and the torch fixture, on the GPU
+    let f = fixture();
+    let p0 = Var::from_tensor(&get(&f, "adamw.p0.init").to_device(&dev).unwrap()).unwrap();
+    let (m0, v0) = (p0.zeros_like().unwrap(), p0.zeros_like().unwrap());
+    for step in 1..=3u64 {
+        let g0 = get(&f, &format!("adamw.p0.grad{step}")).to_device(&dev).unwrap();
+        let slot = AdamWSlot { param: &p0, grad: &g0, exp_avg: &m0, exp_avg_sq: &v0, weight_decay: 0.1, step };
+        adamw_step(&[slot], &AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8 }).unwrap();
+    }
+    assert_close(&p0.to_device(&Device::Cpu).unwrap(), &get(&f, "adamw.p0.step3"), 1e-6, "adamw vs torch on GPU");
+}
+
+#[test]
+fn recompute_on_cuda_gives_the_same_gradients() {
+    let dev = gpu();
+    let w = Var::from_tensor(&(randn(&[64, 64], 50, DType::F32) * 0.1).unwrap().to_device(&dev).unwrap()).unwrap();
+    let x = Var::from_tensor(&randn(&[4, 64], 51, DType::F32).to_device(&dev).unwrap()).unwrap();
+    let wc = w.clone();
+    let f = move |x: &Tensor| x.matmul(&wc.as_tensor().t()?)?.tanh();
+    let plain = f(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    let sink = GradSink::new();
+    let y = recompute(&x, &[w.clone()], &sink, f).unwrap();
+    let mut grads = y.sum_all().unwrap().backward().unwrap();
+    sink.merge_into(&mut grads).unwrap();
+    let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+    assert_close(&cpu(grads.get(&w).unwrap()), &cpu(plain.get(&w).unwrap()), 1e-5, "recompute weight grad");
+    assert_close(&cpu(grads.get(&x).unwrap()), &cpu(plain.get(&x).unwrap()), 1e-5, "recompute input grad");
+}
+
+#[test]
+fn device_is_described() {
+    let line = cpt::kernels::device_info::describe(&gpu()).unwrap();
+    println!("{line}");
+    assert!(line.starts_with("cuda:0 ") && line.contains("GiB total"), "{line}");
+    assert!(cpt::kernels::device_info::memory_used_bytes(&gpu()).unwrap().unwrap() > 0);
+}
+
+/// The whole dispatch layer (every fused op together) on the GPU against the composed ops
+/// on the CPU.
+#[test]
+fn fused_layer_on_cuda_matches_composed_on_cpu() {
+    use cpt::kernels::dispatch::FusedAttention;
+    use cpt::kernels::KernelMode;
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 4e-2)] {
+        let (lc, gc) = kernels_common::TinyLayer::new(dtype, &Device::Cpu).loss_and_grads(KernelMode::Composed, FusedAttention::Flash);
+        let on_gpu = kernels_common::TinyLayer::new(dtype, &gpu());
+        for kernel in [FusedAttention::Flash, FusedAttention::Blocked { q_block: 8 }] {
+            let (lf, gf) = on_gpu.loss_and_grads(KernelMode::Fused, kernel);
+            let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+            assert_close(&cpu(&lf), &lc, tol, &format!("{dtype:?} {kernel:?} layer loss"));
+            for (i, (a, c)) in gf.iter().zip(&gc).enumerate() {
+                assert_close(&cpu(a), c, tol, &format!("{dtype:?} {kernel:?} gradient {i}"));
+            }
+        }
+    }
+}
+
+/// Recomputing a stack of layers keeps only layer inputs alive: the peak must drop.
+#[test]
+fn recompute_lowers_peak_memory() {
+    use cpt::kernels::device_info::{peak_memory_bytes, reset_peak_memory};
+    let dev = gpu();
+    let (n, d, layers) = (8192, 1024, 6);
+    let w = Var::from_tensor(&(randn(&[4 * d, d], 60, DType::F32) * 0.02).unwrap().to_device(&dev).unwrap()).unwrap();
+    let x0 = Var::from_tensor(&randn(&[n, d], 61, DType::F32).to_device(&dev).unwrap()).unwrap();
+    let block = {
+        let w = w.clone();
+        move |x: &Tensor| -> candle_core::Result<Tensor> {
+            let h = x.matmul(&w.as_tensor().t()?)?.gelu()?; // [n, 4d] intermediates
+            x + h.matmul(w.as_tensor())?
+        }
+    };
+    let peak = |use_recompute: bool| -> u64 {
+        dev.synchronize().unwrap();
+        reset_peak_memory(&dev).unwrap();
+        let sink = GradSink::new();
+        let mut x = x0.as_tensor().clone();
+        for _ in 0..layers {
+            x = if use_recompute { recompute(&x, &[w.clone()], &sink, block.clone()).unwrap() } else { block(&x).unwrap() };
+        }
+        let mut grads = x.sum_all().unwrap().backward().unwrap();
+        sink.merge_into(&mut grads).unwrap();
+        assert!(grads.get(&w).is_some());
+        dev.synchronize().unwrap();
+        peak_memory_bytes(&dev).unwrap().unwrap()
+    };
+    let (plain, recomputed) = (peak(false), peak(true));
+    println!("peak memory: plain {plain} bytes, recomputed {recomputed} bytes");
+    assert!(recomputed < plain, "recompute {recomputed} >= plain {plain}");
+}
