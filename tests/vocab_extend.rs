@@ -1,5 +1,5 @@
 //! `cpt vocab`: extension of byte-level and SentencePiece-style tokenizers, the embedding
-//! resize, bad inputs, stats and the freeze warm-up masks.
+//! resize, bad inputs and stats.
 mod vocab_support;
 
 use std::collections::HashMap;
@@ -8,7 +8,6 @@ use std::path::Path;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use cpt::vocab::corpus::Document;
 use cpt::vocab::extend::{extend, ExtendOptions, ExtendReport};
-use cpt::vocab::freeze::{update_masks_for_shapes, FreezeConfig, FreezeTarget, UpdateMask};
 use cpt::vocab::resize::InitMethod;
 use cpt::vocab::stats;
 use serde_json::Value;
@@ -345,44 +344,4 @@ fn stats_show_the_gain_per_language() {
     assert_eq!(by_lang["all"].docs, docs.len());
     let table = stats::format_table(&["before".into(), "after".into()], &measured);
     assert!(table.contains("tokens after/before") && table.lines().count() == 4, "{table}");
-}
-
-#[test]
-fn freeze_masks_select_new_rows_or_embeddings() {
-    let params: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![8, 4]),
-        ("model.layers.0.self_attn.q_proj.weight".into(), vec![4, 4]),
-        ("model.norm.weight".into(), vec![4]),
-        ("lm_head.weight".into(), vec![8, 4]),
-    ];
-    let rows = update_masks_for_shapes(&params, FreezeTarget::NewRows, 5).unwrap();
-    assert_eq!(rows, vec![UpdateMask::RowsFrom(5), UpdateMask::Frozen, UpdateMask::Frozen, UpdateMask::RowsFrom(5)]);
-    let emb = update_masks_for_shapes(&params, FreezeTarget::Embeddings, 5).unwrap();
-    assert_eq!(emb, vec![UpdateMask::All, UpdateMask::Frozen, UpdateMask::Frozen, UpdateMask::All]);
-    assert!(update_masks_for_shapes(&params, FreezeTarget::NewRows, 8).is_err(), "no new rows must be an error");
-
-    let mask = UpdateMask::RowsFrom(5).to_tensor(&[8, 4], &Device::Cpu).unwrap().unwrap();
-    assert_eq!(mask.dims(), &[8, 1]);
-    assert_eq!(mask.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 0., 0., 0., 0., 1., 1., 1.]);
-    let grad = Tensor::ones((8, 4), DType::F32, &Device::Cpu).unwrap();
-    let masked = grad.broadcast_mul(&mask).unwrap();
-    assert_eq!(masked.sum_all().unwrap().to_scalar::<f32>().unwrap(), 12.0);
-    let frozen = UpdateMask::Frozen.to_tensor(&[4], &Device::Cpu).unwrap().unwrap();
-    assert_eq!(Tensor::ones(4, DType::F32, &Device::Cpu).unwrap().broadcast_mul(&frozen).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
-    assert!(UpdateMask::All.to_tensor(&[4], &Device::Cpu).unwrap().is_none());
-
-    // The YAML section, and the switch to full training after `steps`.
-    let cfg: FreezeConfig = serde_yaml::from_str("steps: 3\ntrain: new_rows\nold_vocab_size: 5\n").unwrap();
-    assert_eq!(cfg.train, FreezeTarget::NewRows);
-    assert!(serde_yaml::from_str::<FreezeConfig>("steps: 3\ntrain: new_rows\nbogus: 1\n").is_err());
-    assert!(serde_yaml::from_str::<FreezeConfig>("steps: 3\ntrain: everything\n").is_err());
-    let vars: Vec<(String, candle_core::Var)> = params
-        .iter()
-        .map(|(n, s)| (n.clone(), candle_core::Var::zeros(s.as_slice(), DType::F32, &Device::Cpu).unwrap()))
-        .collect();
-    assert_eq!(cfg.masks_at_step(2, &vars, 5).unwrap(), rows);
-    assert_eq!(cfg.masks_at_step(3, &vars, 5).unwrap(), vec![UpdateMask::All; 4]);
-    let tmp = tempfile::tempdir().unwrap();
-    let e = format!("{:#}", FreezeConfig { old_vocab_size: None, ..cfg.clone() }.resolve_old_vocab_size(tmp.path()).unwrap_err());
-    assert!(e.contains("vocab_extension.json"), "{e}");
 }

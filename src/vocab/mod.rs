@@ -5,11 +5,9 @@
 //! - [`tokenizer_file`]: read/extend/write `tokenizer.json` without touching existing ids
 //! - [`resize`]: grow `embed_tokens` / `lm_head` and `config.json` to the new vocabulary
 //! - [`stats`]: characters and bytes per token, per language, before and after
-//! - [`freeze`]: which rows and tensors train during the warm-up after an extension
 pub mod corpus;
 pub mod learn;
 pub mod tokenizer_file;
 pub mod extend;
-pub mod freeze;
 pub mod resize;
 pub mod stats;
