@@ -55,6 +55,9 @@ pub struct MixingArgs {
     /// Report the smallest share of this component that meets the constraints.
     #[arg(long)]
     pub replay: Option<String>,
+    /// Use only runs with COLUMN=VALUE, e.g. `lr=0.003` (repeatable): the law has no LR term.
+    #[arg(long = "where")]
+    pub filters: Vec<String>,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -155,7 +158,7 @@ fn load(path: &Path) -> Result<ResultSet> {
 pub fn run(args: FitArgs) -> Result<()> {
     match args.command {
         FitCommand::Mixing(a) => {
-            let results = load(&a.results)?;
+            let results = load(&a.results)?.filter(&a.filters).with_context(|| format!("in {}", a.results.display()))?;
             let shares = a
                 .shares
                 .iter()

@@ -365,6 +365,22 @@ impl ResultSet {
         Ok(ResultSet { axes, runs })
     }
 
+    /// The runs whose numeric `column` equals `value` for every `COLUMN=VALUE` condition
+    /// (e.g. `lr=0.003` to fit a mixing law at one learning rate).
+    pub fn filter(&self, conditions: &[String]) -> Result<ResultSet> {
+        let mut runs = self.runs.clone();
+        for cond in conditions {
+            let (col, v) = cond.split_once('=').with_context(|| format!("--where `{cond}`: expected COLUMN=VALUE"))?;
+            let want: f64 = v.trim().parse().map_err(|_| anyhow::anyhow!("--where `{cond}`: `{v}` is not a number"))?;
+            self.column(col.trim())?; // unknown columns are errors with a hint
+            runs.retain(|r| r.values.get(col.trim()).is_some_and(|x| (x - want).abs() <= 1e-9 * want.abs().max(1e-300)));
+        }
+        if runs.is_empty() {
+            bail!("no run matches {}", conditions.join(" and "));
+        }
+        Ok(ResultSet { axes: self.axes.clone(), runs })
+    }
+
     /// The value of `column` for every run that has it (finished runs only), or an error
     /// naming the nearest existing column.
     pub fn column(&self, column: &str) -> Result<Vec<(usize, f64)>> {
