@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use cpt::data::shards::{ShardReader, ShardWriter, SourceSummary};
+use cpt::data::shards::{DocLabels, ShardReader, ShardWriter, SourceSummary};
 use cpt::eval::documents::{read_documents, TextSplit};
 use cpt::eval::loglik::EngineOptions;
 use cpt::eval::model_adapter::CandleLm;
@@ -27,7 +27,7 @@ fn prepared_shards_get_perplexity_scores() {
     let mut w = ShardWriter::create(tmp.path(), tok.vocab_size()).unwrap();
     for (i, t) in TEXTS.iter().enumerate() {
         let ids = tok.encode(t, true).unwrap();
-        w.push(&ids, None, None, None, i as u64).unwrap();
+        w.push(&ids, &DocLabels { lang: None, topic: None, id: None, score: None }, i as u64).unwrap();
     }
     w.finish(SourceSummary::default()).unwrap();
 
