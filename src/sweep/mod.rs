@@ -4,7 +4,6 @@
 //! ordinary `cpt train` subprocess with a resumable state file; `results` collects their
 //! metrics; `charts` draws them; `fit` holds the laws; `recommend` turns fits into a config.
 pub mod analysis;
-mod atomic;
 pub mod charts;
 pub mod fit;
 pub mod grid;

@@ -1,7 +1,7 @@
 //! The sweep as a whole: load the base config (with `--set` overrides) and the grid, lay
 //! the runs out under the sweep directory, run them, collect results and draw charts.
 
-use super::atomic::write_atomic;
+use crate::util::atomic::write_file_atomic as write_atomic;
 use super::charts;
 use super::grid::Grid;
 use super::results::{collect_run, ResultSet};

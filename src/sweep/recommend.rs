@@ -5,7 +5,7 @@
 //! the best observed run is used instead and the report says so.
 
 use super::analysis::{self, ConstraintSpec, LrReport, MixingReport, MixingSpec};
-use super::atomic::write_atomic;
+use crate::util::atomic::write_file_atomic as write_atomic;
 use super::grid::{Axis, Grid};
 use super::plan::{parse_set, BASE_COPY, GRID_COPY};
 use super::results::ResultSet;

@@ -8,7 +8,7 @@
 //! "source":{name:{"loss","ppl"}},"topic":{name:{"loss",...}}}`, evaluation
 //! `{"kind":"eval","step","tokens", <task>: {<metric>: number}}`.
 
-use super::atomic::write_atomic;
+use crate::util::atomic::write_file_atomic as write_atomic;
 use super::runner::{RunRecord, RunStatus, DONE_MARKER};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 //! started again with the same arguments, skips finished runs and restarts the others
 //! (with `--resume` when the run has a complete checkpoint, so `cpt train` continues it).
 
-use super::atomic::write_atomic;
+use crate::util::atomic::write_file_atomic as write_atomic;
 use super::grid::PlannedRun;
 use super::yaml_path;
 use anyhow::{bail, Context, Result};

@@ -40,9 +40,11 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync parent.
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync
+/// parent. Missing parent directories are created.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = parent_of(path);
+    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?
