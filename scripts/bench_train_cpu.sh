@@ -7,7 +7,9 @@
 # env:   CPT=path/to/cpt  PYTHON=python3  KEEP=1 (keep the work directory)
 #        TINY_STEPS=40 SMALL_STEPS=6 WARMUP=3 THREADS_SMALL=$(nproc)
 #
-# Rows: preset threads micro_batch seq_len grad_accum. tiny runs on 1 thread (cpt's default
+# Prints a markdown table: mean (median) step time and tokens/s over the steps after the
+# first WARMUP, and cpt's tokens/s over torch's. Rows: preset threads micro_batch seq_len
+# grad_accum. tiny runs on 1 thread (cpt's default
 # for models under 20M parameters); small-100m on all cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ if [[ -z "${CPT:-}" ]]; then
     [[ -x "$CPT" ]] || cargo build --release --bin cpt
 fi
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d)
 [[ -n "${KEEP:-}" ]] || trap 'rm -rf "$WORK"' EXIT
 echo "work directory: $WORK" >&2
@@ -90,14 +93,15 @@ run_row tiny 1 8 128 1 "$TINY_STEPS"
 run_row small-100m "$THREADS_SMALL" 2 256 1 "$SMALL_STEPS"
 
 echo
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$PYTHON" - "${ROWS[@]}" <<'PY'
 import json, sys
-print("| preset | threads | micro_batch x seq_len x accum | cpt ms/step | torch ms/step | cpt tokens/s | torch tokens/s | cpt / torch (tokens/s) |")
+print("| preset | threads | micro_batch x seq_len x accum | cpt ms/step (median) | torch ms/step (median) | cpt tokens/s | torch tokens/s | cpt / torch (tokens/s) |")
 print("|---|---|---|---|---|---|---|---|")
 for row in sys.argv[1:]:
     preset, threads, mb, seq, ga, c, t = row.split("|")
     c, t = json.loads(c), json.loads(t)
-    print(f"| {preset} | {threads} | {mb} x {seq} x {ga} | {1e3 * c['step_s_mean']:.1f} | {1e3 * t['step_s_mean']:.1f} "
+    print(f"| {preset} | {threads} | {mb} x {seq} x {ga} | {1e3 * c['step_s_mean']:.1f} ({1e3 * c['step_s_median']:.1f}) "
+          f"| {1e3 * t['step_s_mean']:.1f} ({1e3 * t['step_s_median']:.1f}) "
           f"| {c['tokens_per_s']:.0f} | {t['tokens_per_s']:.0f} | {c['tokens_per_s'] / t['tokens_per_s']:.2f} |")
 PY
