@@ -10,7 +10,8 @@
 # Prints a markdown table: mean (median) step time and tokens/s over the steps after the
 # first WARMUP, and cpt's tokens/s over torch's. Rows: preset threads micro_batch seq_len
 # grad_accum. tiny runs on 1 thread (cpt's default
-# for models under 20M parameters); small-100m on all cores.
+# for models under 20M parameters), once without and once with gradient accumulation;
+# small-100m on all cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +37,8 @@ echo "work directory: $WORK" >&2
 
 # A training config over the sample corpus; everything but the timing is switched off.
 write_config() { # preset threads micro_batch seq_len grad_accum steps
-    cat > "$WORK/$1.yaml" <<YAML
-run: {out_dir: $WORK/run-$1, seed: 0, device: cpu, dtype: f32, cpu_threads: $2}
+    cat > "$WORK/$1-ga$5.yaml" <<YAML
+run: {out_dir: $WORK/run-$1-ga$5, seed: 0, device: cpu, dtype: f32, cpu_threads: $2}
 model: {path: $WORK/$1}
 data:
   cache_dir: $WORK/data-cache
@@ -77,9 +78,9 @@ run_row() { # preset threads micro_batch seq_len grad_accum steps
     local preset=$1 threads=$2 mb=$3 seq=$4 ga=$5 steps=$6
     write_config "$preset" "$threads" "$mb" "$seq" "$ga" "$steps"
     echo "== $preset: cpt train ($threads threads, micro_batch $mb, seq_len $seq, grad_accum $ga, $steps steps)" >&2
-    RAYON_NUM_THREADS=$threads "$CPT" train --config "$WORK/$preset.yaml" --no-progress >&2
+    RAYON_NUM_THREADS=$threads "$CPT" train --config "$WORK/$preset-ga$ga.yaml" --no-progress >&2
     local cpt_json torch_json
-    cpt_json=$(cpt_stats "$WORK/run-$preset/metrics.jsonl" "$WARMUP")
+    cpt_json=$(cpt_stats "$WORK/run-$preset-ga$ga/metrics.jsonl" "$WARMUP")
     echo "cpt:   $cpt_json" >&2
     echo "== $preset: PyTorch" >&2
     torch_json=$(OMP_NUM_THREADS=$threads "$PYTHON" scripts/bench_train_torch.py --model "$WORK/$preset" \
@@ -90,6 +91,7 @@ run_row() { # preset threads micro_batch seq_len grad_accum steps
 }
 
 run_row tiny 1 8 128 1 "$TINY_STEPS"
+run_row tiny 1 8 128 4 "$((TINY_STEPS / 2))"      # the same with gradient accumulation
 run_row small-100m "$THREADS_SMALL" 2 256 1 "$SMALL_STEPS"
 
 echo
