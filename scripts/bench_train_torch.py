@@ -27,8 +27,11 @@ from transformers import LlamaForCausalLM
 
 def load_tokens(shard: Path) -> np.ndarray:
     meta = json.loads((shard / "meta.json").read_text())
-    width = meta.get("token_bytes") or meta.get("token_width") or 2
-    dtype = {2: np.uint16, 4: np.uint32}[int(width)]
+    dtypes = {"u16": np.uint16, "u32": np.uint32}
+    width = meta.get("width")
+    if width not in dtypes:
+        raise SystemExit(f"{shard / 'meta.json'}: field `width` is {width!r}, expected u16 or u32")
+    dtype = dtypes[width]
     return np.fromfile(shard / "tokens.bin", dtype=dtype).astype(np.int64)
 
 
