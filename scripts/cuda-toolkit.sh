@@ -19,6 +19,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 stubs_script=${CPT_CUDA_LINK_STUBS:-$root/../shared/tools/cuda-link-stubs.sh}
+[ -f "$stubs_script" ] || [ ! -f "$root/shared/tools/cuda-link-stubs.sh" ] || stubs_script=$root/shared/tools/cuda-link-stubs.sh
 build_tests=0
 env_only=0
 while [ $# -gt 0 ]; do

@@ -345,3 +345,16 @@ fn dispatch_layer_fused_matches_composed() {
         }
     }
 }
+
+#[test]
+fn device_selection() {
+    use cpt::kernels::device_info::{describe, select};
+    assert!(select("cpu").unwrap().is_cpu());
+    assert!(describe(&Device::Cpu).unwrap().starts_with("cpu ("));
+    let err = select("gpu7").unwrap_err().to_string();
+    assert!(err.contains("expected cpu, auto"), "{err}");
+    if !candle_core::utils::cuda_is_available() {
+        assert!(select("cuda:0").unwrap_err().to_string().contains("--features cuda"));
+        assert!(select("auto").unwrap().is_cpu());
+    }
+}

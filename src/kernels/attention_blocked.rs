@@ -296,7 +296,7 @@ impl CustomOp1 for RowLse {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        use super::cuda::{self, Arg};
+        use super::cuda;
         use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
         let dev = s.device().clone();
         let rows = l.shape().elem_count() / self.slab.n;

@@ -89,7 +89,6 @@ pub(crate) fn ptr_all(storage: &CudaStorage) -> Result<Arg> {
 }
 
 fn storage_len(storage: &CudaStorage) -> usize {
-    use candle_core::cuda_backend::cudarc::driver::DeviceSlice;
     match &storage.slice {
         CudaStorageSlice::F32(s) => s.len(),
         CudaStorageSlice::BF16(s) => s.len(),
@@ -131,5 +130,6 @@ pub(crate) fn grid_1d(n: usize, threads: u32) -> LaunchConfig {
 /// The device address of a whole typed slice (kernel tables uploaded from the host).
 pub(crate) fn slice_ptr<T>(dev: &CudaDevice, slice: &candle_core::cuda_backend::cudarc::driver::CudaSlice<T>) -> Arg {
     let stream = dev.cuda_stream();
-    Arg::Ptr(slice.device_ptr(&stream).0)
+    let (ptr, _record) = slice.device_ptr(&stream);
+    Arg::Ptr(ptr)
 }

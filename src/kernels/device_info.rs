@@ -1,6 +1,29 @@
 //! What a run prints at start: the device, and on a GPU its memory.
 
-use candle_core::{Device, Result};
+use candle_core::{bail, Device, Result};
+
+/// The device a config names: `cpu`, `cuda` (GPU 0), `cuda:N`, or `auto` (GPU 0 when this
+/// build has CUDA and a GPU answers, else the CPU).
+pub fn select(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) => n,
+                    None => bail!("device `{name}`: expected cpu, auto, cuda or cuda:<index>"),
+                },
+                None => bail!("device `{name}`: expected cpu, auto, cuda or cuda:<index>"),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("device `{name}`: this build of cpt has no CUDA support (build with --features cuda, see docs/cuda.md)")
+            }
+            Device::new_cuda(ordinal)
+        }
+    }
+}
 
 /// One line naming the device, e.g. `cuda:0 NVIDIA H100 80GB HBM3, 79.1 GiB total, 0.5 GiB used`
 /// or `cpu (16 threads)`.
