@@ -548,25 +548,15 @@ fn flops_per_token(model: &CausalLm, seq_len: usize) -> f64 {
 }
 
 fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType) {
+    let device_line = crate::kernels::device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
     eprintln!(
         "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, master weights f32; {} steps x {} tokens -> {}",
         cfg.model.path.display(),
         model.num_parameters() as f64 / 1e6,
-        if device.is_cuda() { "cuda:0" } else { "cpu" },
+        device_line,
         dtype,
         cfg.total_steps(),
         cfg.tokens_per_step(),
         cfg.run.out_dir.display()
     );
-}
-
-impl std::fmt::Debug for Counters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "step {} tokens {}", self.step, self.tokens)
-    }
-}
-
-/// Where a checkpoint keeps its model: the run's `checkpoints/step-N/` is an HF dir.
-pub fn checkpoint_model_dir(checkpoint: &Path) -> &Path {
-    checkpoint
 }
