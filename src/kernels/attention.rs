@@ -20,10 +20,9 @@ use super::host::{check_float, from_f32_vec, tensor_f32_cpu, tensor_u32_cpu, to_
 /// Keys per tile in the CPU version (the CUDA kernels use 32, one per lane).
 const CPU_TILE: usize = 64;
 
-/// Attention of `q` (`[B, Hq, T, D]`) over `k`, `v` (`[B, Hkv, T, D]`), causal, with an
-/// optional document mask `segments` (`[B, T]` u32, equal ids = same document).
-/// `scale` multiplies the scores (usually `1 / sqrt(D)`). Returns `[B, Hq, T, D]`.
-pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+/// Checks q `[B, Hq, T, D]` against k, v `[B, Hkv, T, D]` (GQA: Hkv divides Hq; one float
+/// dtype) and returns `(B, Hq, Hkv, T, D)`. Shared by both attention kernels.
+pub(crate) fn check_qkv(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
     check_float(q.dtype(), "attention query")?;
     let (b, hq, t, d) = q.dims4()?;
     let (kb, hkv, kt, kd) = k.dims4()?;
@@ -36,6 +35,14 @@ pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Ten
     if k.dtype() != q.dtype() || v.dtype() != q.dtype() {
         bail!("attention: q, k, v dtypes differ ({:?}, {:?}, {:?})", q.dtype(), k.dtype(), v.dtype())
     }
+    Ok((b, hq, hkv, t, d))
+}
+
+/// Attention of `q` (`[B, Hq, T, D]`) over `k`, `v` (`[B, Hkv, T, D]`), causal, with an
+/// optional document mask `segments` (`[B, T]` u32, equal ids = same document).
+/// `scale` multiplies the scores (usually `1 / sqrt(D)`). Returns `[B, Hq, T, D]`.
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+    let (b, _, _, t, _) = check_qkv(q, k, v)?;
     let segments = match segments {
         Some(s) => {
             if s.dims() != [b, t] || s.dtype() != DType::U32 {

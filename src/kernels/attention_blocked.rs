@@ -12,7 +12,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
 
-use super::host::{check_float, from_f32_vec, tensor_f32_cpu, tensor_u32_cpu, to_f32_vec};
+use super::attention::check_qkv;
+use super::host::{from_f32_vec, tensor_f32_cpu, tensor_u32_cpu, to_f32_vec};
 
 /// Attention of `q` (`[B, Hq, T, D]`) over `k`, `v` (`[B, Hkv, T, D]`), causal, with an
 /// optional document mask (`segments` `[B, T]` u32), computed `q_block` query rows at a time.
@@ -24,18 +25,7 @@ pub fn blocked_attention(
     scale: f32,
     q_block: usize,
 ) -> Result<Tensor> {
-    check_float(q.dtype(), "attention query")?;
-    let (b, hq, t, d) = q.dims4()?;
-    let (kb, hkv, kt, kd) = k.dims4()?;
-    if (kb, kt, kd) != (b, t, d) || v.dims() != k.dims() {
-        bail!("attention: q {:?}, k {:?}, v {:?} do not fit [B,Hq,T,D] / [B,Hkv,T,D]", q.dims(), k.dims(), v.dims())
-    }
-    if hkv == 0 || hq % hkv != 0 {
-        bail!("attention: {hq} query heads are not a multiple of {hkv} key/value heads")
-    }
-    if k.dtype() != q.dtype() || v.dtype() != q.dtype() {
-        bail!("attention: q, k, v dtypes differ ({:?}, {:?}, {:?})", q.dtype(), k.dtype(), v.dtype())
-    }
+    let (b, hq, hkv, t, d) = check_qkv(q, k, v)?;
     if q_block == 0 {
         bail!("attention: q_block must be positive")
     }
