@@ -2,8 +2,6 @@
 //! logging, validation, topic re-weighting, checkpoints and exact resume.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +27,7 @@ use super::schedule::Schedule;
 use super::tensorboard::TensorBoardWriter;
 use super::validate::validation_losses;
 use crate::util::progress::{RunSummary, TrainProgress};
+use crate::util::signals::StopSignal;
 
 /// H100/H200 dense bf16 peak, the denominator of MFU (reference.md, Throughput).
 const PEAK_FLOPS: f64 = 989e12;
@@ -142,10 +141,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     let mut tensorboard = if cfg.logging.tensorboard { Some(TensorBoardWriter::create(&run_dir.join("tb"))?) } else { None };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handler")?;
-    }
+    let stop = StopSignal::install()?;
 
     print_start(cfg, &model, &device, compute_dtype);
     let total_steps = cfg.total_steps();
@@ -252,7 +248,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             }
         }
 
-        let interrupted = stop.load(Ordering::SeqCst);
+        let interrupted = stop.requested();
         let finished = counters.step >= total_steps || ending == Ending::GuardStopped || interrupted;
         let due = cfg.checkpoint_due(prev_tokens, counters.step, counters.tokens);
         if due || (finished && (cfg.checkpoint.at_end || interrupted || ending == Ending::GuardStopped)) {
