@@ -1,6 +1,6 @@
 //! What a run needs before its first step and around its loop: the base model (created by
 //! `cpt init` when the config asks for it), the freeze masks of a post-extension warm-up.
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +10,7 @@ use crate::model::causal_lm::CausalLm;
 use crate::model::init::{init_model_dir, preset, InitSpec, SizeOverrides, TokenizerSource};
 use crate::model::Architecture;
 use crate::train::optim::Optimizer;
+use crate::vocab::corpus::{expand_paths, read_documents};
 
 /// Makes sure `model.path` holds a model; creates it from `model.init` when it is missing.
 pub fn ensure_model(cfg: &TrainConfig) -> Result<()> {
@@ -54,56 +55,21 @@ pub fn configure_threads(cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// Text files to train a tokenizer on: `.txt`/`.md` files as they are, and the `text` field
-/// of `.jsonl` files (written to one plain file in `scratch`), from a file or a directory tree.
+/// The text to train a tokenizer on, from a file or directory of `.jsonl` (`text` field) and
+/// `.txt` files (read as `cpt vocab` reads corpora), written to one plain file in `scratch`.
 fn tokenizer_training_files(corpus: &Path, scratch: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    collect_files(corpus, &mut found)?;
-    found.sort();
-    let mut plain = Vec::new();
-    let extracted = scratch.join("jsonl_text.txt");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&extracted)?);
-    let mut extracted_any = false;
-    for file in found {
-        match file.extension().and_then(|e| e.to_str()) {
-            Some("txt" | "md") => plain.push(file),
-            Some("jsonl") => {
-                let reader = std::io::BufReader::new(std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?);
-                for (i, line) in reader.lines().enumerate() {
-                    let line = line.with_context(|| format!("{}:{}", file.display(), i + 1))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let value: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not JSON", file.display(), i + 1))?;
-                    if let Some(text) = value.get("text").and_then(|t| t.as_str()) {
-                        writeln!(out, "{text}")?;
-                        extracted_any = true;
-                    }
-                }
-            }
-            _ => {}
-        }
+    let files = expand_paths(&[corpus.to_path_buf()])?;
+    let docs = read_documents(&files)?;
+    if docs.is_empty() {
+        bail!("{}: no documents to train a tokenizer on", corpus.display());
+    }
+    let plain = scratch.join("tokenizer_corpus.txt");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&plain)?);
+    for doc in &docs {
+        writeln!(out, "{}", doc.text)?;
     }
     out.flush()?;
-    if extracted_any {
-        plain.push(extracted);
-    }
-    if plain.is_empty() {
-        bail!("{}: no .txt, .md or .jsonl files to train a tokenizer on", corpus.display());
-    }
-    Ok(plain)
-}
-
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    if path.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(path).with_context(|| format!("{} is neither a file nor a readable directory", path.display()))?;
-    for entry in entries {
-        collect_files(&entry?.path(), out)?;
-    }
-    Ok(())
+    Ok(vec![plain])
 }
 
 /// Starts the freeze warm-up: only the embeddings and lm_head train, or only the rows of
