@@ -205,3 +205,31 @@ fn errors_inside_the_data_section_name_their_path_too() {
     let e = err(MINIMAL, &["data.add_eoss=false"]);
     assert!(e.contains("data.add_eoss") && e.contains("did you mean `add_eos`?"), "{e}");
 }
+
+#[test]
+fn kernels_section_parses_round_trips_and_names_bad_fields() {
+    use cpt::kernels::dispatch::FusedAttention;
+    use cpt::kernels::KernelMode;
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.kernels, cpt::kernels::KernelSettings::default());
+    assert_eq!(c.kernels.mode, KernelMode::Composed);
+    let yaml = format!("{MINIMAL}kernels:\n  mode: fused\n  attention: blocked:256\n  recompute: true\n  ce_chunk: 4096\n");
+    let c = parse(&yaml, &[]).unwrap();
+    assert_eq!(c.kernels.mode, KernelMode::Fused);
+    assert_eq!(c.kernels.attention, FusedAttention::Blocked { q_block: 256 });
+    assert!(c.kernels.recompute);
+    assert_eq!(c.kernels.ce_chunk, 4096);
+    let again = parse(&c.to_yaml().unwrap(), &[]).unwrap();
+    assert_eq!(again.kernels, c.kernels);
+    let c = parse(MINIMAL, &["kernels.attention=flash", "kernels.mode=fused"]).unwrap();
+    assert_eq!((c.kernels.mode, c.kernels.attention), (KernelMode::Fused, FusedAttention::Flash));
+
+    let e = err(&format!("{MINIMAL}kernels:\n  mod: fused\n"), &[]);
+    assert!(e.contains("kernels") && e.contains("did you mean `mode`?"), "{e}");
+    let e = err(&format!("{MINIMAL}kernels:\n  attention: blocked:0\n"), &[]);
+    assert!(e.contains("kernels.attention") && e.contains("positive integer"), "{e}");
+    let e = err(&format!("{MINIMAL}kernels:\n  attention: fast\n"), &[]);
+    assert!(e.contains("kernels.attention") && e.contains("flash"), "{e}");
+    let e = err(&format!("{MINIMAL}kernels:\n  ce_chunk: 0\n"), &[]);
+    assert!(e.contains("kernels.ce_chunk: must be >= 1"), "{e}");
+}

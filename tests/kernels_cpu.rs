@@ -358,3 +358,81 @@ fn device_selection() {
         assert!(select("auto").unwrap().is_cpu());
     }
 }
+
+/// Loss and every parameter gradient of a whole `CausalLm` under `kernels`, on packed rows
+/// (two documents in row 0), with the recomputed layers' gradients merged.
+fn model_loss_and_grads(model: &mut cpt::model::CausalLm, kernels: cpt::kernels::KernelSettings) -> (Tensor, Vec<(String, Tensor)>) {
+    use cpt::model::Packing;
+    model.set_kernels(kernels).unwrap();
+    let (b, t) = (2, 24);
+    let vocab = model.config().vocab_size as u32;
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|i| (i as u32 * 7919 + 13) % vocab).collect();
+    let all = Tensor::from_vec(ids, (b, t + 1), &Device::Cpu).unwrap();
+    let (inputs, targets) = (all.narrow(1, 0, t).unwrap(), all.narrow(1, 1, t).unwrap());
+    let packing = Packing::from_doc_starts(&[vec![0, 9], vec![0]], t, &Device::Cpu).unwrap();
+    let sink = GradSink::new();
+    let nll = model.token_nll(&inputs, &targets, Some(&packing), Some(&sink)).unwrap();
+    let loss = nll.mean_all().unwrap();
+    let mut grads = loss.backward().unwrap();
+    sink.merge_into(&mut grads).unwrap();
+    let named = model
+        .named_parameters()
+        .iter()
+        .map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient for {n}")).clone()))
+        .collect();
+    (nll, named)
+}
+
+#[test]
+fn whole_model_kernels_and_recomputation_match_the_composed_model() {
+    use cpt::kernels::dispatch::FusedAttention;
+    use cpt::kernels::KernelSettings;
+    // Qwen2 (q/k/v biases), GQA 4:2, head dim 16, untied head, 2 layers.
+    let config = cpt::model::ModelConfig::from_json_str(
+        r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":64,"intermediate_size":96,
+        "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":101,
+        "rms_norm_eps":1e-6,"rope_theta":10000.0,"max_position_embeddings":64,"tie_word_embeddings":false}"#,
+    )
+    .unwrap();
+    let mut model = cpt::model::CausalLm::new_random(config, 5, &Device::Cpu, DType::F32).unwrap();
+    let composed = KernelSettings::default();
+    let (nll_ref, grads_ref) = model_loss_and_grads(&mut model, composed);
+
+    let cases = [
+        (KernelSettings { recompute: true, ..composed }, 0.0),
+        (KernelSettings { mode: KernelMode::Fused, ce_chunk: 32, ..composed }, 2e-5),
+        (KernelSettings { mode: KernelMode::Fused, recompute: true, ce_chunk: 101, ..composed }, 2e-5),
+        (KernelSettings { mode: KernelMode::Fused, attention: FusedAttention::Blocked { q_block: 5 }, recompute: true, ce_chunk: 7 }, 2e-5),
+    ];
+    for (kernels, tol) in cases {
+        let what = kernels.describe();
+        let (nll, grads) = model_loss_and_grads(&mut model, kernels);
+        assert_close(&nll, &nll_ref, tol, &format!("{what}: per-token loss"));
+        assert_eq!(grads.len(), grads_ref.len());
+        for ((name, g), (_, g_ref)) in grads.iter().zip(&grads_ref) {
+            assert_close(g, g_ref, tol.max(1e-7) * 5.0, &format!("{what}: gradient of {name}"));
+        }
+    }
+}
+
+#[test]
+fn model_forward_logits_follow_the_kernel_mode() {
+    use cpt::kernels::KernelSettings;
+    let config = cpt::model::ModelConfig::from_json_str(
+        r#"{"architectures":["LlamaForCausalLM"],"hidden_size":32,"intermediate_size":64,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":50,
+        "rms_norm_eps":1e-5,"rope_theta":10000.0,"max_position_embeddings":64,"tie_word_embeddings":true}"#,
+    )
+    .unwrap();
+    let mut model = cpt::model::CausalLm::new_random(config, 1, &Device::Cpu, DType::F32).unwrap();
+    let ids = Tensor::from_vec((0..30u32).map(|i| i * 3 % 50).collect::<Vec<_>>(), (2, 15), &Device::Cpu).unwrap();
+    let composed = model.forward(&ids, None).unwrap();
+    // token_nll is the loss of forward's logits.
+    let targets = ids.affine(1.0, 1.0).unwrap().to_dtype(DType::U32).unwrap();
+    let from_logits = cpt::model::token_nll(&composed, &targets).unwrap();
+    assert_close(&model.token_nll(&ids, &targets, None, None).unwrap(), &from_logits, 0.0, "token_nll");
+    model.set_kernels(KernelSettings { mode: KernelMode::Fused, ..Default::default() }).unwrap();
+    let fused = model.forward(&ids, None).unwrap();
+    assert_close(&fused, &composed, 1e-5, "fused logits");
+    assert!(model.set_kernels(KernelSettings { ce_chunk: 0, ..Default::default() }).is_err());
+}

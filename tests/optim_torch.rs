@@ -72,9 +72,16 @@ fn bits(t: &Tensor) -> Vec<u32> {
 }
 
 fn check_case(case: &str) {
+    check_case_with(case, false);
+}
+
+/// `multi_tensor`: the one-call AdamW of `kernels::adamw` (fused kernels) instead of one
+/// update per parameter.
+fn check_case_with(case: &str, multi_tensor: bool) {
     let fx = fixture(case);
     let params = fx.params();
     let mut opt = Optimizer::new(&params, fx.settings()).unwrap();
+    opt.set_multi_tensor(multi_tensor);
     let clip = fx.meta["clip"].as_f64();
     let mut worst = 0f64;
     for (step, lr) in fx.lrs().into_iter().enumerate() {
@@ -117,6 +124,12 @@ fn adamw_decaying_embeddings_matches_torch() {
 }
 
 #[test]
+fn multi_tensor_adamw_matches_torch() {
+    check_case_with("adamw_groups_clip", true);
+    check_case_with("adamw_decay_embeddings", true);
+}
+
+#[test]
 fn sgd_with_momentum_and_clipping_matches_torch() {
     check_case("sgd_momentum_clip");
 }
@@ -152,14 +165,16 @@ fn run_steps(opt: &mut Optimizer, fx: &Fixture, steps: std::ops::Range<usize>) {
 
 #[test]
 fn saved_state_resumes_bit_for_bit() {
-    for case in ["adamw_groups_clip", "sgd_momentum_clip"] {
+    for (case, multi_tensor) in [("adamw_groups_clip", false), ("adamw_groups_clip", true), ("sgd_momentum_clip", false)] {
         let fx = fixture(case);
         let straight = fx.params();
         let mut opt = Optimizer::new(&straight, fx.settings()).unwrap();
+        opt.set_multi_tensor(multi_tensor);
         run_steps(&mut opt, &fx, 0..5);
 
         let first = fx.params();
         let mut opt_a = Optimizer::new(&first, fx.settings()).unwrap();
+        opt_a.set_multi_tensor(multi_tensor);
         run_steps(&mut opt_a, &fx, 0..2);
         let dir = tempfile::tempdir().unwrap();
         opt_a.save(dir.path()).unwrap();
@@ -167,11 +182,12 @@ fn saved_state_resumes_bit_for_bit() {
         let resumed: Vec<(String, Var)> =
             first.iter().map(|(n, v)| (n.clone(), Var::from_tensor(&v.as_detached_tensor().copy().unwrap()).unwrap())).collect();
         let mut opt_b = Optimizer::new(&resumed, fx.settings()).unwrap();
+        opt_b.set_multi_tensor(multi_tensor);
         opt_b.load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(opt_b.meta(), opt_a.meta());
         run_steps(&mut opt_b, &fx, 2..5);
         for ((name, a), (_, b)) in straight.iter().zip(&resumed) {
-            assert_eq!(bits(a.as_tensor()), bits(b.as_tensor()), "{case}: {name} differs after resume");
+            assert_eq!(bits(a.as_tensor()), bits(b.as_tensor()), "{case} (multi-tensor {multi_tensor}): {name} differs after resume");
         }
     }
 }
@@ -192,11 +208,19 @@ fn loading_state_of_another_model_fails_clearly() {
 
 #[test]
 fn row_mask_updates_only_selected_rows_and_frozen_params_stay() {
+    row_mask_case(false);
+    // The multi-tensor update leaves masked parameters to the per-parameter path.
+    row_mask_case(true);
+}
+
+fn row_mask_case(multi_tensor: bool) {
     let fx = fixture("adamw_decay_embeddings");
     let free = fx.params();
     let mut opt_free = Optimizer::new(&free, fx.settings()).unwrap();
+    opt_free.set_multi_tensor(multi_tensor);
     let masked = fx.params();
     let mut opt_masked = Optimizer::new(&masked, fx.settings()).unwrap();
+    opt_masked.set_multi_tensor(multi_tensor);
     let emb = "model.embed_tokens.weight";
     let frozen = "model.layers.0.mlp.up_proj.weight";
     opt_masked.set_mask(emb, UpdateMask::Rows(vec![4, 5])).unwrap();

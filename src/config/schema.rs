@@ -2,6 +2,7 @@
 //! keys; every section except `model`, `data` and `train` has defaults.
 use super::Count;
 use crate::data::config::DataConfig;
+use crate::kernels::KernelSettings;
 use crate::train::schedule::{DecayShape, Unit};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ pub struct TrainConfig {
     pub guard: GuardConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Which implementation of the model's ops trains (composed or fused kernels), and
+    /// recomputation of activations (docs/cuda.md).
+    #[serde(default)]
+    pub kernels: KernelSettings,
     /// Train only part of the model for the first steps (after vocabulary extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze: Option<FreezeConfig>,

@@ -38,6 +38,8 @@ impl TrainConfig {
             check(c.is_finite() && c > 0.0, "optim.grad_clip", "must be > 0 (or null for no clipping)");
         }
 
+        check(self.kernels.ce_chunk >= 1, "kernels.ce_chunk", "must be >= 1");
+
         let b = &self.batch;
         check(b.micro_batch >= 1, "batch.micro_batch", "must be >= 1");
         check(b.seq_len >= 1, "batch.seq_len", "must be >= 1");

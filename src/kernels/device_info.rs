@@ -62,11 +62,15 @@ pub fn memory_used_bytes(device: &Device) -> Result<Option<u64>> {
     }
 }
 
-/// High-water mark (bytes) of device memory in use by this process's allocations since the
-/// last [`reset_peak_memory`]. cudarc allocates from the device's default stream-ordered pool
-/// (`cuMemAllocAsync`), whose `USED_MEM_HIGH` attribute is this peak. `None` on CPU.
+/// Peak memory (bytes) of this process on `device` since the last [`reset_peak_memory`].
+///
+/// GPU: the high-water mark of this process's allocations. cudarc allocates from the
+/// device's default stream-ordered pool (`cuMemAllocAsync`), whose `USED_MEM_HIGH` attribute
+/// is this peak. CPU: the peak resident set size (Linux `VmHWM`), which also counts the
+/// process's other memory (data, code). `None` where the system does not report it.
 pub fn peak_memory_bytes(device: &Device) -> Result<Option<u64>> {
     match device {
+        Device::Cpu => Ok(cpu::peak_resident_bytes()),
         #[cfg(feature = "cuda")]
         Device::Cuda(dev) => {
             use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute;
@@ -89,6 +93,10 @@ pub fn peak_memory_bytes(device: &Device) -> Result<Option<u64>> {
 /// Restarts [`peak_memory_bytes`] from the memory in use now.
 pub fn reset_peak_memory(device: &Device) -> Result<()> {
     match device {
+        Device::Cpu => {
+            cpu::reset_peak_resident();
+            Ok(())
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda(dev) => {
             use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute;
@@ -105,6 +113,23 @@ pub fn reset_peak_memory(device: &Device) -> Result<()> {
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// The peak resident set of this process, from procfs (Linux; elsewhere nothing).
+mod cpu {
+    /// `VmHWM` of `/proc/self/status`, in bytes.
+    pub(super) fn peak_resident_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Writing 5 to `clear_refs` resets `VmHWM` to the current resident set (Linux 4.0+).
+    /// Best effort: where it is refused, the peak stays the process's lifetime peak.
+    pub(super) fn reset_peak_resident() {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
     }
 }
 

@@ -11,9 +11,12 @@
 //! ops::attention(q, k, v, mask)             dispatch::attention(q, k, v, &mask)
 //! linear(h, head) + loss::token_nll         dispatch::token_nll_from_hidden(mode, h, head, targets, chunk)
 //! ```
+//!
+//! The per-layer calls return `candle_core::Result`, so a decoder layer built from them can
+//! run inside [`super::recompute::recompute`] (whose block is a candle op).
 
-use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor};
+use anyhow::bail;
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::KernelMode;
 use crate::model::{loss, ops};
@@ -59,8 +62,10 @@ impl Rope {
     }
 }
 
-/// Which fused attention runs in `KernelMode::Fused`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which fused attention runs in `KernelMode::Fused`. In YAML and on the command line:
+/// `flash` or `blocked:<query rows>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum FusedAttention {
     /// Tiled kernel with online softmax ([`super::attention::flash_attention`]).
     #[default]
@@ -69,10 +74,32 @@ pub enum FusedAttention {
     Blocked { q_block: usize },
 }
 
+impl std::fmt::Display for FusedAttention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Flash => f.write_str("flash"),
+            Self::Blocked { q_block } => write!(f, "blocked:{q_block}"),
+        }
+    }
+}
+
+impl From<FusedAttention> for String {
+    fn from(a: FusedAttention) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for FusedAttention {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> anyhow::Result<Self> {
+        s.parse()
+    }
+}
+
 impl std::str::FromStr for FusedAttention {
     type Err = anyhow::Error;
     /// `flash` or `blocked:<q_block>` (e.g. `blocked:256`).
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> anyhow::Result<Self> {
         match s.split_once(':') {
             None if s == "flash" => Ok(Self::Flash),
             Some(("blocked", n)) => match n.parse::<usize>() {
@@ -141,7 +168,7 @@ pub fn token_nll_from_hidden(
     head: &Tensor,
     targets: &Tensor,
     chunk_size: usize,
-) -> Result<Tensor> {
+) -> anyhow::Result<Tensor> {
     let (b, t, h) = hidden.dims3()?;
     if targets.dims() != [b, t] {
         bail!("token_nll: hidden states are [{b}, {t}, {h}] but targets are {:?}", targets.dims())

@@ -16,7 +16,9 @@
 //! | multi-tensor AdamW | [`adamw::adamw_step`] | f32 params, grads, moments |
 //! | activation recomputation | [`recompute::recompute`] | any block `x -> y` |
 //!
-//! [`dispatch`] gives the model one call per op that follows a [`KernelMode`].
+//! [`dispatch`] gives the model one call per op that follows a [`KernelMode`];
+//! [`KernelSettings`] (the `kernels:` section of a training config) picks the mode, the fused
+//! attention, recomputation and the cross-entropy chunk for a whole model.
 
 pub mod adamw;
 pub mod attention;
@@ -43,6 +45,49 @@ pub enum KernelMode {
     Composed,
     /// The custom ops of this module (CUDA kernels on a GPU, their CPU versions otherwise).
     Fused,
+}
+
+/// How a model runs its ops: the `kernels:` section of a training config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelSettings {
+    /// `composed` (candle primitives, the reference) or `fused` (this module's ops).
+    pub mode: KernelMode,
+    /// The attention of `fused` mode: `flash` or `blocked:<query rows>`.
+    pub attention: dispatch::FusedAttention,
+    /// Recompute each decoder layer in the backward instead of keeping its activations.
+    pub recompute: bool,
+    /// Vocabulary rows per chunk of the fused cross-entropy (`fused` mode).
+    pub ce_chunk: usize,
+}
+
+impl Default for KernelSettings {
+    fn default() -> Self {
+        Self { mode: KernelMode::Composed, attention: dispatch::FusedAttention::Flash, recompute: false, ce_chunk: 8192 }
+    }
+}
+
+impl KernelSettings {
+    /// The settings' own consistency (field names as in the YAML section).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.ce_chunk == 0 {
+            anyhow::bail!("kernels.ce_chunk: must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// A short label, e.g. `fused (flash) + recompute`.
+    pub fn describe(&self) -> String {
+        let mode = match self.mode {
+            KernelMode::Composed => "composed".to_string(),
+            KernelMode::Fused => format!("fused ({})", self.attention),
+        };
+        if self.recompute {
+            format!("{mode} + recompute")
+        } else {
+            mode
+        }
+    }
 }
 
 impl std::str::FromStr for KernelMode {

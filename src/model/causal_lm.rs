@@ -2,6 +2,7 @@
 //! -> RMSNorm -> lm_head, with f32 master parameters and a selectable compute dtype.
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -9,8 +10,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::config::ModelConfig;
 use super::init::{init_tensor, InitKind, SplitMix64};
 use super::io;
+use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape};
 use super::ops;
 use super::packing::Packing;
+use crate::kernels::dispatch::{self, AttentionMask, Rope};
+use crate::kernels::recompute::{recompute, GradSink};
+use crate::kernels::KernelSettings;
 
 /// Files copied next to the weights by `save_pretrained` when present in the source dir.
 pub const ASSET_FILES: &[&str] = &[
@@ -42,32 +47,18 @@ impl Default for SaveOptions {
     }
 }
 
-struct Layer {
-    input_norm: Var,
-    q: Var,
-    k: Var,
-    v: Var,
-    q_bias: Option<Var>,
-    k_bias: Option<Var>,
-    v_bias: Option<Var>,
-    o: Var,
-    post_norm: Var,
-    gate: Var,
-    up: Var,
-    down: Var,
-}
-
 pub struct CausalLm {
     config: ModelConfig,
     params: Vec<(String, Var)>,
     embed: Var,
-    layers: Vec<Layer>,
+    layers: Vec<LayerParams>,
     final_norm: Var,
     /// None when tied to the embeddings.
     lm_head: Option<Var>,
     compute_dtype: DType,
     device: Device,
     inv_freq: Vec<f32>,
+    kernels: KernelSettings,
     source_dir: Option<PathBuf>,
 }
 
@@ -78,6 +69,7 @@ impl std::fmt::Debug for CausalLm {
             .field("parameters", &self.num_parameters())
             .field("compute_dtype", &self.compute_dtype)
             .field("device", &self.device)
+            .field("kernels", &self.kernels.describe())
             .finish()
     }
 }
@@ -247,7 +239,7 @@ impl CausalLm {
         let layers = (0..config.num_hidden_layers)
             .map(|l| {
                 let p = |s: &str| format!("model.layers.{l}.{s}");
-                Layer {
+                LayerParams {
                     input_norm: get(&p("input_layernorm.weight")),
                     q: get(&p("self_attn.q_proj.weight")),
                     k: get(&p("self_attn.k_proj.weight")),
@@ -277,6 +269,7 @@ impl CausalLm {
             compute_dtype,
             device: device.clone(),
             inv_freq,
+            kernels: KernelSettings::default(),
             source_dir: None,
         })
     }
@@ -307,17 +300,54 @@ impl CausalLm {
         self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// The implementation of the ops (composed or fused, recomputation): see
+    /// `crate::kernels`. The default is the composed reference path.
+    pub fn kernels(&self) -> &KernelSettings {
+        &self.kernels
+    }
+
+    pub fn set_kernels(&mut self, kernels: KernelSettings) -> Result<()> {
+        kernels.validate()?;
+        self.kernels = kernels;
+        Ok(())
+    }
+
     fn w(&self, v: &Var) -> Result<Tensor> {
         Ok(v.as_tensor().to_dtype(self.compute_dtype)?)
     }
 
-    fn wo(&self, v: &Option<Var>) -> Result<Option<Tensor>> {
-        v.as_ref().map(|v| self.w(v)).transpose()
+    /// The lm_head weight in the compute dtype (the embeddings when tied).
+    fn head(&self) -> Result<Tensor> {
+        self.w(self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     /// input_ids [B, T] (u32) -> logits [B, T, V] (f32) for every position. With `packing`,
     /// tokens attend only within their document and positions restart per document.
     pub fn forward(&self, input_ids: &Tensor, packing: Option<&Packing>) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, packing, None)?;
+        Ok(ops::linear(&hidden, &self.head()?, None)?.to_dtype(DType::F32)?)
+    }
+
+    /// Per-token NLL [B, T] (f32) of `targets` [B, T] after `input_ids`: the training loss
+    /// before reduction. In fused mode the logits exist one vocabulary chunk at a time.
+    ///
+    /// With recomputation on, pass a `sink` when you will call `backward`: the recomputed
+    /// layers hand their parameters' gradients to it, and `sink.merge_into(&mut grads)`
+    /// must follow `backward` (without a sink, nothing is recomputed).
+    pub fn token_nll(
+        &self,
+        input_ids: &Tensor,
+        targets: &Tensor,
+        packing: Option<&Packing>,
+        sink: Option<&GradSink>,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, packing, sink)?;
+        let targets = targets.to_device(&self.device)?;
+        dispatch::token_nll_from_hidden(self.kernels.mode, &hidden, &self.head()?, &targets, self.kernels.ce_chunk)
+    }
+
+    /// The final (normed) hidden states [B, T, H] in the compute dtype.
+    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, sink: Option<&GradSink>) -> Result<Tensor> {
         let (b, t) = input_ids
             .dims2()
             .context("forward: input_ids must be [batch, seq_len]")?;
@@ -331,7 +361,7 @@ impl CausalLm {
             );
         }
 
-        let (positions, mask) = match packing {
+        let (positions, segments) = match packing {
             Some(p) => {
                 if p.positions.dims() != [b, t] || p.segments.dims() != [b, t] {
                     bail!(
@@ -340,21 +370,24 @@ impl CausalLm {
                         p.segments.dims()
                     );
                 }
-                let segments = p.segments.to_device(&self.device)?;
-                (
-                    p.positions.to_device(&self.device)?,
-                    ops::document_mask(&segments)?,
-                )
+                (p.positions.to_device(&self.device)?, Some(p.segments.to_device(&self.device)?))
             }
             None => {
                 let pos = Tensor::arange(0u32, t as u32, &self.device)?
                     .unsqueeze(0)?
                     .broadcast_as((b, t))?
                     .contiguous()?;
-                (pos, ops::causal_mask(t, &self.device)?)
+                (pos, None)
             }
         };
-        let (cos, sin) = ops::rope_tables(&positions, &self.inv_freq, &self.device)?;
+        let mode = self.kernels.mode;
+        let ctx = LayerContext {
+            mode,
+            dtype: self.compute_dtype,
+            shape: LayerShape::of(&self.config),
+            rope: Arc::new(Rope::new(mode, &positions, &self.inv_freq)?),
+            mask: Arc::new(AttentionMask::with_kernel(mode, self.kernels.attention, segments.as_ref(), t, &self.device)?),
+        };
 
         // Gather embedding rows in f32, then cast: cheaper than casting the whole table.
         let mut x = self
@@ -364,55 +397,15 @@ impl CausalLm {
             .to_dtype(self.compute_dtype)?
             .reshape((b, t, self.config.hidden_size))?;
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &cos, &sin, &mask)?;
+            x = match sink.filter(|_| self.kernels.recompute) {
+                Some(sink) => {
+                    let (ctx, layer) = (ctx.clone(), layer.clone());
+                    recompute(&x, &layer.vars(), sink, move |x| decoder_layer(&ctx, &layer, x))?
+                }
+                None => decoder_layer(&ctx, layer, &x)?,
+            };
         }
-        let x = ops::rms_norm(&x, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?;
-        let head = self.w(self.lm_head.as_ref().unwrap_or(&self.embed))?;
-        Ok(ops::linear(&x, &head, None)?.to_dtype(DType::F32)?)
-    }
-
-    fn layer_forward(
-        &self,
-        l: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-    ) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, t, _) = x.dims3()?;
-        let eps = c.rms_norm_eps;
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-
-        let h = ops::rms_norm(x, &self.w(&l.input_norm)?, eps)?;
-        let q = heads(
-            ops::linear(&h, &self.w(&l.q)?, self.wo(&l.q_bias)?.as_ref())?,
-            c.num_attention_heads,
-        )?;
-        let k = heads(
-            ops::linear(&h, &self.w(&l.k)?, self.wo(&l.k_bias)?.as_ref())?,
-            c.num_key_value_heads,
-        )?;
-        let v = heads(
-            ops::linear(&h, &self.w(&l.v)?, self.wo(&l.v_bias)?.as_ref())?,
-            c.num_key_value_heads,
-        )?;
-        let q = ops::apply_rope(&q, cos, sin)?.contiguous()?;
-        let k = ops::apply_rope(&k, cos, sin)?.contiguous()?;
-        let attn = ops::attention(&q, &k, &v, mask)?
-            .transpose(1, 2)?
-            .reshape((b, t, c.num_attention_heads * c.head_dim))?;
-        let x = (x + ops::linear(&attn, &self.w(&l.o)?, None)?)?;
-
-        let h = ops::rms_norm(&x, &self.w(&l.post_norm)?, eps)?;
-        let gate = ops::linear(&h, &self.w(&l.gate)?, None)?;
-        let up = ops::linear(&h, &self.w(&l.up)?, None)?;
-        let mlp = ops::linear(&ops::swiglu(&gate, &up)?, &self.w(&l.down)?, None)?;
-        Ok((x + mlp)?)
+        Ok(dispatch::rms_norm(mode, &x, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?)
     }
 
     /// Writes an HF model directory: config.json, safetensors (sharded with an index above

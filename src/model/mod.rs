@@ -3,7 +3,8 @@
 //!
 //! - `config`: HF `config.json` (classic and `rope_parameters` forms) -> [`ModelConfig`]
 //! - `ops`: differentiable RMSNorm, RoPE (incl. llama3 scaling), GQA attention, SwiGLU
-//! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype)
+//! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype and kernels)
+//! - `layer`: one decoder layer, through `kernels::dispatch` (composed or fused ops)
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
@@ -13,6 +14,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod init;
 pub mod io;
+mod layer;
 pub mod loss;
 pub mod ops;
 pub mod packing;

@@ -24,6 +24,10 @@ pub struct StepRecord {
     /// Model FLOPs utilisation (GPU runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
+    /// Peak memory (bytes) since the previous record: the GPU memory pool's high-water mark,
+    /// or on CPU the process's peak resident set (`kernels::device_info::peak_memory_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_mem_bytes: Option<u64>,
     /// Set when the guard skipped this step (the reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,

@@ -9,6 +9,8 @@
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
+
+use crate::kernels::adamw::{adamw_step, AdamWSlot, AdamWStep};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -208,6 +210,8 @@ pub struct Optimizer {
     /// On CPU, do the AdamW update in one pass over the slices (bit-identical to the
     /// tensor-op path, which other devices use).
     fused_cpu: bool,
+    /// Update every AdamW parameter in one multi-tensor call (`kernels::adamw`).
+    multi_tensor: bool,
 }
 
 impl Optimizer {
@@ -231,7 +235,14 @@ impl Optimizer {
                 second: None,
             });
         }
-        Ok(Self { settings, slots, fused_cpu: true })
+        Ok(Self { settings, slots, fused_cpu: true, multi_tensor: false })
+    }
+
+    /// Use the multi-tensor AdamW of `kernels::adamw` (on a GPU one kernel launch for all
+    /// parameters) instead of one update per parameter. Parameters with a row mask keep the
+    /// per-parameter path. Not bit-identical to it (another rounding order; both follow torch).
+    pub fn set_multi_tensor(&mut self, multi_tensor: bool) {
+        self.multi_tensor = multi_tensor;
     }
 
     /// Use (true, the default) or bypass the one-pass CPU AdamW update.
@@ -334,7 +345,9 @@ impl Optimizer {
         self.check_order(grads)?;
         let settings = self.settings;
         let fused_cpu = self.fused_cpu;
-        for (slot, (_, grad)) in self.slots.iter_mut().zip(&grads.entries) {
+        let multi_tensor = self.multi_tensor && matches!(settings.algorithm, Algorithm::AdamW { .. });
+        let mut group: Vec<(usize, Tensor)> = Vec::new();
+        for (index, (slot, (_, grad))) in self.slots.iter_mut().zip(&grads.entries).enumerate() {
             let Some(grad) = grad else { continue };
             if slot.mask == UpdateMask::Frozen {
                 continue;
@@ -347,79 +360,51 @@ impl Optimizer {
                 grad.dims(),
                 slot.var.dims()
             );
-            let old_param = slot.var.as_detached_tensor();
-            let old_first = slot.first.clone();
-            let old_second = slot.second.clone();
-            slot.step += 1;
-            let wd = if slot.decay { settings.weight_decay } else { 0.0 };
-            let (param, first, second) = match settings.algorithm {
-                Algorithm::AdamW { beta1, beta2, eps } if fused_cpu && grad.device().is_cpu() => {
-                    let consts = AdamConsts::new(lr, wd, beta1, beta2, eps, slot.step);
-                    let (param, m, v) = adamw_cpu(&old_param, &grad, slot.first.as_ref(), slot.second.as_ref(), consts)
-                        .with_context(|| format!("AdamW update of {}", slot.name))?;
-                    (param, Some(m), Some(v))
-                }
-                Algorithm::AdamW { beta1, beta2, eps } => {
-                    let m = match &slot.first {
-                        Some(m) => m.clone(),
-                        None => grad.zeros_like()?,
-                    };
-                    let v = match &slot.second {
-                        Some(v) => v.clone(),
-                        None => grad.zeros_like()?,
-                    };
-                    let param = if wd != 0.0 { old_param.affine(1.0 - lr * wd, 0.0)? } else { old_param.clone() };
-                    // exp_avg.lerp_(grad, 1 - beta1)
-                    let m = (&m + (&grad - &m)?.affine(1.0 - beta1, 0.0)?)?;
-                    // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                    let v = (v.affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-                    let step = slot.step as i32;
-                    let bias1 = 1.0 - beta1.powi(step);
-                    let bias2_sqrt = (1.0 - beta2.powi(step)).sqrt();
-                    let step_size = lr / bias1;
-                    // (sqrt(v) / bias2_sqrt) + eps, eps outside the sqrt as torch.
-                    let denom = v.sqrt()?.affine(1.0 / bias2_sqrt, eps)?;
-                    let param = (param - (&m / denom)?.affine(step_size, 0.0)?)?;
-                    (param, Some(m), Some(v))
-                }
-                Algorithm::Sgd { momentum, nesterov } => {
-                    let d = if wd != 0.0 { (&grad + old_param.affine(wd, 0.0)?)? } else { grad.clone() };
-                    let (d, buf) = if momentum != 0.0 {
-                        let buf = match &slot.first {
-                            None => d.clone(),
-                            Some(b) => (b.affine(momentum, 0.0)? + &d)?,
-                        };
-                        let d = if nesterov { (&d + buf.affine(momentum, 0.0)?)? } else { buf.clone() };
-                        (d, Some(buf))
-                    } else {
-                        (d, None)
-                    };
-                    let param = (&old_param - d.affine(lr, 0.0)?)?;
-                    (param, buf, None)
-                }
-            };
-            let (param, first, second) = match &slot.row_select {
-                Some(select) => {
-                    let keep = |new: Tensor, old: Option<Tensor>| -> Result<Tensor> {
-                        let old = match old {
-                            Some(o) => o,
-                            None => new.zeros_like()?,
-                        };
-                        Ok(select.broadcast_as(new.shape())?.where_cond(&new, &old)?)
-                    };
-                    (
-                        keep(param, Some(old_param))?,
-                        first.map(|f| keep(f, old_first)).transpose()?,
-                        second.map(|s| keep(s, old_second)).transpose()?,
-                    )
-                }
-                None => (param, first, second),
-            };
-            slot.var.set(&param).with_context(|| format!("updating {}", slot.name))?;
-            slot.first = first;
-            slot.second = second;
+            if multi_tensor && slot.row_select.is_none() {
+                group.push((index, grad.contiguous()?));
+            } else {
+                update_slot(slot, &grad, lr, settings, fused_cpu)?;
+            }
+        }
+        if !group.is_empty() {
+            self.adamw_multi_tensor(&group, lr)?;
         }
         Ok(())
+    }
+
+    /// AdamW on every `(slot index, f32 gradient)` of `group` at once, in place
+    /// (`kernels::adamw`: one kernel launch on a GPU).
+    fn adamw_multi_tensor(&mut self, group: &[(usize, Tensor)], lr: f64) -> Result<()> {
+        let Algorithm::AdamW { beta1, beta2, eps } = self.settings.algorithm else {
+            bail!("the multi-tensor update is AdamW only")
+        };
+        let weight_decay = self.settings.weight_decay;
+        for (index, grad) in group {
+            let slot = &mut self.slots[*index];
+            slot.step += 1;
+            for moment in [&mut slot.first, &mut slot.second] {
+                *moment = Some(match moment.take() {
+                    Some(m) => m.contiguous()?,
+                    None => grad.zeros_like()?,
+                });
+            }
+        }
+        let mut slots = Vec::with_capacity(group.len());
+        for (index, grad) in group {
+            let slot = &self.slots[*index];
+            let (Some(exp_avg), Some(exp_avg_sq)) = (&slot.first, &slot.second) else {
+                bail!("{}: AdamW moments missing", slot.name)
+            };
+            slots.push(AdamWSlot {
+                param: slot.var.as_tensor(),
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                weight_decay: if slot.decay { weight_decay } else { 0.0 },
+                step: slot.step,
+            });
+        }
+        adamw_step(&slots, &AdamWStep { lr, beta1, beta2, eps }).context("multi-tensor AdamW update")
     }
 
     /// The JSON half of the state: settings and per-parameter step counts.
@@ -540,6 +525,83 @@ fn row_selector(var: &Var, rows: &[u32]) -> Result<Tensor> {
     let mut shape = vec![1usize; var.rank()];
     shape[0] = n;
     Ok(Tensor::from_vec(select, shape, var.device())?)
+}
+
+/// One parameter's update through tensor ops (or the one-pass CPU AdamW), honouring its
+/// row mask.
+fn update_slot(slot: &mut Slot, grad: &Tensor, lr: f64, settings: OptimizerSettings, fused_cpu: bool) -> Result<()> {
+    let old_param = slot.var.as_detached_tensor();
+    let old_first = slot.first.clone();
+    let old_second = slot.second.clone();
+    slot.step += 1;
+    let wd = if slot.decay { settings.weight_decay } else { 0.0 };
+    let (param, first, second) = match settings.algorithm {
+        Algorithm::AdamW { beta1, beta2, eps } if fused_cpu && grad.device().is_cpu() => {
+            let consts = AdamConsts::new(lr, wd, beta1, beta2, eps, slot.step);
+            let (param, m, v) = adamw_cpu(&old_param, grad, slot.first.as_ref(), slot.second.as_ref(), consts)
+                .with_context(|| format!("AdamW update of {}", slot.name))?;
+            (param, Some(m), Some(v))
+        }
+        Algorithm::AdamW { beta1, beta2, eps } => {
+            let m = match &slot.first {
+                Some(m) => m.clone(),
+                None => grad.zeros_like()?,
+            };
+            let v = match &slot.second {
+                Some(v) => v.clone(),
+                None => grad.zeros_like()?,
+            };
+            let param = if wd != 0.0 { old_param.affine(1.0 - lr * wd, 0.0)? } else { old_param.clone() };
+            // exp_avg.lerp_(grad, 1 - beta1)
+            let m = (&m + (grad - &m)?.affine(1.0 - beta1, 0.0)?)?;
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            let v = (v.affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+            let step = slot.step as i32;
+            let bias1 = 1.0 - beta1.powi(step);
+            let bias2_sqrt = (1.0 - beta2.powi(step)).sqrt();
+            let step_size = lr / bias1;
+            // (sqrt(v) / bias2_sqrt) + eps, eps outside the sqrt as torch.
+            let denom = v.sqrt()?.affine(1.0 / bias2_sqrt, eps)?;
+            let param = (param - (&m / denom)?.affine(step_size, 0.0)?)?;
+            (param, Some(m), Some(v))
+        }
+        Algorithm::Sgd { momentum, nesterov } => {
+            let d = if wd != 0.0 { (grad + old_param.affine(wd, 0.0)?)? } else { grad.clone() };
+            let (d, buf) = if momentum != 0.0 {
+                let buf = match &slot.first {
+                    None => d.clone(),
+                    Some(b) => (b.affine(momentum, 0.0)? + &d)?,
+                };
+                let d = if nesterov { (&d + buf.affine(momentum, 0.0)?)? } else { buf.clone() };
+                (d, Some(buf))
+            } else {
+                (d, None)
+            };
+            let param = (&old_param - d.affine(lr, 0.0)?)?;
+            (param, buf, None)
+        }
+    };
+    let (param, first, second) = match &slot.row_select {
+        Some(select) => {
+            let keep = |new: Tensor, old: Option<Tensor>| -> Result<Tensor> {
+                let old = match old {
+                    Some(o) => o,
+                    None => new.zeros_like()?,
+                };
+                Ok(select.broadcast_as(new.shape())?.where_cond(&new, &old)?)
+            };
+            (
+                keep(param, Some(old_param))?,
+                first.map(|f| keep(f, old_first)).transpose()?,
+                second.map(|s| keep(s, old_second)).transpose()?,
+            )
+        }
+        None => (param, first, second),
+    };
+    slot.var.set(&param).with_context(|| format!("updating {}", slot.name))?;
+    slot.first = first;
+    slot.second = second;
+    Ok(())
 }
 
 /// The f32 constants of one AdamW update, converted exactly as `Tensor::affine` converts them.

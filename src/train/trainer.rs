@@ -15,7 +15,9 @@ use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
 use crate::model::causal_lm::{CausalLm, SaveOptions};
 use crate::eval::model_adapter::ModelScorer;
 use crate::eval::training::{parse_tasks, PreparedEvalTasks};
-use crate::model::loss::token_nll;
+use crate::kernels::device_info;
+use crate::kernels::recompute::GradSink;
+use crate::kernels::KernelMode;
 use crate::model::tokenizer::Tokenizer;
 
 use super::batch::MicroBatch;
@@ -102,8 +104,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     super::setup::ensure_model(cfg)?;
     super::setup::configure_threads(cfg)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let model = CausalLm::from_pretrained(&model_dir, &device, compute_dtype)
+    let mut model = CausalLm::from_pretrained(&model_dir, &device, compute_dtype)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
+    model.set_kernels(cfg.kernels).context("kernels")?;
     crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
 
     let evals = TrainingEvals::prepare(cfg, &model_dir)?;
@@ -112,6 +115,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         eprintln!("warning: {w}");
     }
     let mut optimizer = Optimizer::new(model.named_parameters(), cfg.optimizer_settings())?;
+    // Fused kernels include the multi-tensor AdamW (one launch per step on a GPU).
+    optimizer.set_multi_tensor(cfg.kernels.mode == KernelMode::Fused);
     let schedule: Schedule = cfg.schedule()?;
     let mut guard = Guard::new(cfg.guard_settings());
     let mut counters = Counters { step: 0, tokens: 0, optimizer_steps: 0, lr: 0.0, elapsed_before: 0.0 };
@@ -161,6 +166,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
 
     let mut masked = false;
     let fault_injection = nan_injection_steps()?;
+    let mut peak_memory = PeakMemory::start(&device);
     while counters.step < total_steps {
         apply_freeze(cfg, &model, &mut optimizer, counters.step, &mut masked)?;
         let mut step_out = forward_backward(cfg, &model, &mut sampler)?;
@@ -219,6 +225,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 elapsed_s: elapsed,
                 source_loss: step_out.source_loss.clone(),
                 mfu: device.is_cuda().then(|| tokens_per_s * flops_per_token / PEAK_FLOPS),
+                peak_mem_bytes: peak_memory.window_peak(),
                 skipped: skipped.clone(),
             };
             metrics.write(&record)?;
@@ -229,6 +236,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                     ("train/grad_norm".to_string(), grad_norm as f32),
                     ("train/tokens_per_s".to_string(), tokens_per_s as f32),
                 ];
+                if let Some(bytes) = record.peak_mem_bytes {
+                    scalars.push(("train/peak_mem_gib".to_string(), (bytes as f64 / GIB) as f32));
+                }
                 scalars.extend(step_out.source_loss.iter().map(|(k, v)| (format!("train_source/{k}"), *v as f32)));
                 tb.add_scalars(counters.step, &scalars)?;
             }
@@ -289,6 +299,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         skipped_nonfinite: guard.skipped_nonfinite,
         skipped_spike: guard.skipped_spike,
         last_checkpoint,
+        peak_memory: peak_memory.overall().map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
         stop_reason: match ending {
             Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, metrics.path().display()),
             Ending::Interrupted => "interrupted by a signal (checkpoint written)".to_string(),
@@ -326,6 +337,45 @@ fn nan_injection_steps() -> Result<Vec<u64>> {
     }
 }
 
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Peak memory per logging window and over the run (`device_info::peak_memory_bytes`).
+struct PeakMemory {
+    device: Device,
+    overall: Option<u64>,
+}
+
+impl PeakMemory {
+    fn start(device: &Device) -> Self {
+        // Measurement is best effort: a failure leaves the record without the field.
+        let _ = device_info::reset_peak_memory(device);
+        Self { device: device.clone(), overall: None }
+    }
+
+    /// The peak since the previous call (or the start), then restarts the window.
+    fn window_peak(&mut self) -> Option<u64> {
+        let _ = self.device.synchronize();
+        let peak = device_info::peak_memory_bytes(&self.device).ok().flatten();
+        let _ = device_info::reset_peak_memory(&self.device);
+        if let Some(p) = peak {
+            self.overall = Some(self.overall.map_or(p, |o| o.max(p)));
+        }
+        peak
+    }
+
+    fn overall(&self) -> Option<u64> {
+        self.overall
+    }
+
+    fn what(&self) -> &'static str {
+        if self.device.is_cpu() {
+            "peak resident set of the process"
+        } else {
+            "peak of the GPU memory pool"
+        }
+    }
+}
+
 /// Loss, per-source loss and summed gradients of one optimiser step.
 struct StepOutput {
     loss: f64,
@@ -343,8 +393,8 @@ fn forward_backward(cfg: &TrainConfig, model: &CausalLm, sampler: &mut Sampler) 
     for _ in 0..accum {
         let windows = (0..cfg.batch.micro_batch).map(|_| sampler.next_window()).collect::<Result<Vec<_>>>()?;
         let batch = MicroBatch::from_windows(&windows, seq_len, model.device())?;
-        let logits = model.forward(&batch.inputs, Some(&batch.packing))?;
-        let nll = token_nll(&logits, &batch.targets)?;
+        let sink = GradSink::new();
+        let nll = model.token_nll(&batch.inputs, &batch.targets, Some(&batch.packing), Some(&sink))?;
         let loss = nll.mean_all()?;
         let row_means = nll.detach().mean(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         for (src, m) in batch.sources.iter().zip(row_means) {
@@ -353,7 +403,9 @@ fn forward_backward(cfg: &TrainConfig, model: &CausalLm, sampler: &mut Sampler) 
             e.1 += 1;
         }
         loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        // Gradients of parameters inside recomputed layers (empty without recomputation).
+        sink.merge_into(&mut grads)?;
         acc.add(model.named_parameters(), &grads, 1.0 / accum as f64)?;
     }
     let source_loss = per_source.into_iter().map(|(i, (s, n))| (names[i].clone(), s / n as f64)).collect();
@@ -544,13 +596,14 @@ fn flops_per_token(model: &CausalLm, seq_len: usize) -> f64 {
 }
 
 fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType) {
-    let device_line = crate::kernels::device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
+    let device_line = device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
     eprintln!(
-        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, master weights f32; {} steps x {} tokens -> {}",
+        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, master weights f32, kernels {}; {} steps x {} tokens -> {}",
         cfg.model.path.display(),
         model.num_parameters() as f64 / 1e6,
         device_line,
         dtype,
+        model.kernels().describe(),
         cfg.total_steps(),
         cfg.tokens_per_step(),
         cfg.run.out_dir.display()

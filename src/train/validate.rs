@@ -7,7 +7,6 @@ use candle_core::{Device, Tensor};
 
 use crate::data::sampler::{Sampler, Window};
 use crate::model::causal_lm::CausalLm;
-use crate::model::loss::token_nll;
 use crate::model::packing::Packing;
 
 use super::batch::topic_at;
@@ -75,7 +74,6 @@ fn window_nll(model: &CausalLm, group: &[Window], device: &Device) -> Result<Vec
     let inputs = Tensor::from_vec(inputs, (group.len(), t), device)?;
     let targets = Tensor::from_vec(targets, (group.len(), t), device)?;
     let packing = Packing::from_doc_starts(&starts, t, device)?;
-    let logits = model.forward(&inputs, Some(&packing))?.detach();
-    let nll = token_nll(&logits, &targets)?.detach().to_dtype(candle_core::DType::F64)?;
+    let nll = model.token_nll(&inputs, &targets, Some(&packing), None)?.detach().to_dtype(candle_core::DType::F64)?;
     Ok(nll.to_vec2::<f64>()?)
 }

@@ -65,6 +65,8 @@ pub struct RunSummary {
     pub skipped_nonfinite: u64,
     pub skipped_spike: u64,
     pub last_checkpoint: Option<std::path::PathBuf>,
+    /// Peak memory over the run, described (e.g. `3.20 GiB (peak of the GPU memory pool)`).
+    pub peak_memory: Option<String>,
     /// Why the run ended ("reached max_tokens", "interrupted", ...).
     pub stop_reason: String,
 }
@@ -93,6 +95,9 @@ impl RunSummary {
                 self.skipped_nonfinite, self.skipped_spike
             ));
         }
+        if let Some(peak) = &self.peak_memory {
+            out.push_str(&format!("  peak memory: {peak}\n"));
+        }
         if let Some(ckpt) = &self.last_checkpoint {
             out.push_str(&format!("  last checkpoint: {}\n", ckpt.display()));
         }
@@ -115,6 +120,7 @@ mod tests {
             skipped_nonfinite: 1,
             skipped_spike: 2,
             last_checkpoint: Some("runs/tiny/checkpoints/step-00000120".into()),
+            peak_memory: Some("1.25 GiB (peak resident set of the process)".into()),
             stop_reason: "reached max_steps".into(),
         };
         let text = s.render();
@@ -123,6 +129,7 @@ mod tests {
         assert!(text.contains("loss 9.0100 -> 4.2500"), "{text}");
         assert!(text.contains("skipped steps: 1 non-finite, 2 loss spikes"), "{text}");
         assert!(text.contains("step-00000120"), "{text}");
+        assert!(text.contains("peak memory: 1.25 GiB"), "{text}");
         let quiet = RunSummary { stop_reason: "interrupted".into(), ..Default::default() }.render();
         assert!(!quiet.contains("skipped") && !quiet.contains("loss"), "{quiet}");
     }

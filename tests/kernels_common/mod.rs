@@ -184,16 +184,16 @@ impl TinyLayer {
         let lin = |x: &Tensor, w: &Tensor| cpt::model::ops::linear(x, w, None);
         let split = |y: Tensor, n: usize| y.reshape((B, T, n, HD))?.transpose(1, 2)?.contiguous();
         let device = p[0].device();
-        let rope = e(Rope::new(mode, &self.packing.positions, &self.inv_freq))?;
-        let mask = e(AttentionMask::with_kernel(mode, kernel, Some(&self.packing.segments), T, device))?;
+        let rope = Rope::new(mode, &self.packing.positions, &self.inv_freq)?;
+        let mask = AttentionMask::with_kernel(mode, kernel, Some(&self.packing.segments), T, device)?;
         let x = &p[0];
-        let h = e(dispatch::rms_norm(mode, x, &p[1], 1e-5))?;
-        let q = e(rope.apply(&split(lin(&h, &p[2])?, HEADS)?))?;
-        let k = e(rope.apply(&split(lin(&h, &p[3])?, KV)?))?;
+        let h = dispatch::rms_norm(mode, x, &p[1], 1e-5)?;
+        let q = rope.apply(&split(lin(&h, &p[2])?, HEADS)?)?;
+        let k = rope.apply(&split(lin(&h, &p[3])?, KV)?)?;
         let v = split(lin(&h, &p[4])?, KV)?;
-        let a = e(dispatch::attention(&q, &k, &v, &mask))?.transpose(1, 2)?.reshape((B, T, HEADS * HD))?;
+        let a = dispatch::attention(&q, &k, &v, &mask)?.transpose(1, 2)?.reshape((B, T, HEADS * HD))?;
         let x = (x + lin(&a, &p[5])?)?;
-        let m = e(dispatch::swiglu(mode, &lin(&x, &p[6])?, &lin(&x, &p[7])?))?;
+        let m = dispatch::swiglu(mode, &lin(&x, &p[6])?, &lin(&x, &p[7])?)?;
         let x = (&x + lin(&m, &p[8])?)?;
         e(dispatch::token_nll_from_hidden(mode, &x, &p[9], &self.targets, 16))
     }

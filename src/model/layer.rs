@@ -1,0 +1,91 @@
+//! One decoder layer: RMSNorm -> GQA attention with RoPE -> residual -> RMSNorm -> SwiGLU
+//! MLP -> residual, through `kernels::dispatch` so the same code runs the composed ops or
+//! the fused kernels. A layer is a plain function of its input, parameters and a
+//! [`LayerContext`], so it can also run inside `kernels::recompute` (which re-runs it in the
+//! backward).
+use std::sync::Arc;
+
+use candle_core::{DType, Result, Tensor, Var};
+
+use super::config::ModelConfig;
+use super::ops;
+use crate::kernels::dispatch::{self, AttentionMask, Rope};
+use crate::kernels::KernelMode;
+
+/// The f32 master parameters of one layer (cheap to clone: `Var`s are shared handles).
+#[derive(Clone)]
+pub(crate) struct LayerParams {
+    pub input_norm: Var,
+    pub q: Var,
+    pub k: Var,
+    pub v: Var,
+    pub q_bias: Option<Var>,
+    pub k_bias: Option<Var>,
+    pub v_bias: Option<Var>,
+    pub o: Var,
+    pub post_norm: Var,
+    pub gate: Var,
+    pub up: Var,
+    pub down: Var,
+}
+
+impl LayerParams {
+    /// Every parameter the layer reads (recomputation hands their gradients back).
+    pub fn vars(&self) -> Vec<Var> {
+        let fixed = [&self.input_norm, &self.q, &self.k, &self.v, &self.o, &self.post_norm, &self.gate, &self.up, &self.down];
+        let biases = [&self.q_bias, &self.k_bias, &self.v_bias].into_iter().flatten();
+        fixed.into_iter().chain(biases).cloned().collect()
+    }
+}
+
+/// The sizes a layer needs from the model config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+}
+
+impl LayerShape {
+    pub fn of(c: &ModelConfig) -> Self {
+        Self { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, head_dim: c.head_dim, eps: c.rms_norm_eps }
+    }
+}
+
+/// What every layer of one forward shares: the kernel mode, the compute dtype, the RoPE
+/// tables and the attention mask (built once per forward; `Arc` so recomputed layers can
+/// hold them until the backward).
+#[derive(Clone)]
+pub(crate) struct LayerContext {
+    pub mode: KernelMode,
+    pub dtype: DType,
+    pub shape: LayerShape,
+    pub rope: Arc<Rope>,
+    pub mask: Arc<AttentionMask>,
+}
+
+/// `x` `[B, T, H]` (compute dtype) -> the layer's output, same shape.
+pub(crate) fn decoder_layer(ctx: &LayerContext, p: &LayerParams, x: &Tensor) -> Result<Tensor> {
+    let s = ctx.shape;
+    let (b, t, _) = x.dims3()?;
+    // Weights are cast from the f32 masters per use: the cast records a backward to them.
+    let w = |v: &Var| v.as_tensor().to_dtype(ctx.dtype);
+    let wo = |v: &Option<Var>| v.as_ref().map(w).transpose();
+    let heads = |y: Tensor, n: usize| y.reshape((b, t, n, s.head_dim))?.transpose(1, 2)?.contiguous();
+
+    let h = dispatch::rms_norm(ctx.mode, x, &w(&p.input_norm)?, s.eps)?;
+    let q = heads(ops::linear(&h, &w(&p.q)?, wo(&p.q_bias)?.as_ref())?, s.heads)?;
+    let k = heads(ops::linear(&h, &w(&p.k)?, wo(&p.k_bias)?.as_ref())?, s.kv_heads)?;
+    let v = heads(ops::linear(&h, &w(&p.v)?, wo(&p.v_bias)?.as_ref())?, s.kv_heads)?;
+    let q = ctx.rope.apply(&q)?.contiguous()?;
+    let k = ctx.rope.apply(&k)?.contiguous()?;
+    let attn = dispatch::attention(&q, &k, &v, &ctx.mask)?.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
+    let x = (x + ops::linear(&attn, &w(&p.o)?, None)?)?;
+
+    let h = dispatch::rms_norm(ctx.mode, &x, &w(&p.post_norm)?, s.eps)?;
+    let gate = ops::linear(&h, &w(&p.gate)?, None)?;
+    let up = ops::linear(&h, &w(&p.up)?, None)?;
+    let mlp = ops::linear(&dispatch::swiglu(ctx.mode, &gate, &up)?, &w(&p.down)?, None)?;
+    x + mlp
+}
