@@ -31,6 +31,12 @@ struct Args {
     shape: String,
     #[arg(long)]
     seq_len: Option<usize>,
+    /// override the shape's layer count (memory scaling runs)
+    #[arg(long)]
+    layers: Option<usize>,
+    /// compute dtype: f32 | bf16 (default: bf16 on CUDA, f32 on CPU)
+    #[arg(long)]
+    dtype: Option<String>,
     #[arg(long, default_value_t = 2)]
     batch: usize,
     #[arg(long, default_value_t = 10)]
@@ -61,13 +67,14 @@ struct Args {
     bench: bool,
 }
 
-fn config_json(shape: &str, seq_len: usize) -> Result<String> {
+fn config_json(shape: &str, seq_len: usize, layers: Option<usize>) -> Result<String> {
     let (h, i, l, heads, kv, vocab) = match shape {
         "tiny" => (64, 128, 2, 4, 2, 256),
         "100m" => (768, 2048, 12, 12, 4, 32000),
         "1b" => (2048, 5632, 22, 32, 4, 32000),
         other => bail!("unknown shape `{other}` (tiny, 100m, 1b)"),
     };
+    let l = layers.unwrap_or(l);
     Ok(format!(
         r#"{{"architectures":["LlamaForCausalLM"],"hidden_size":{h},"intermediate_size":{i},
         "num_hidden_layers":{l},"num_attention_heads":{heads},"num_key_value_heads":{kv},
@@ -96,9 +103,14 @@ fn main() -> Result<()> {
         "cuda" => Device::new_cuda(0).context("opening CUDA device 0 (build with --features cuda)")?,
         other => bail!("unknown device `{other}` (cpu, cuda)"),
     };
-    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let dtype = match args.dtype.as_deref() {
+        None if device.is_cuda() => DType::BF16,
+        None | Some("f32") => DType::F32,
+        Some("bf16") => DType::BF16,
+        Some(other) => bail!("unknown dtype `{other}` (f32, bf16)"),
+    };
     eprintln!("device: {}", device_info::describe(&device)?);
-    let cfg = ModelConfig::from_json_str(&config_json(&args.shape, seq_len)?)?;
+    let cfg = ModelConfig::from_json_str(&config_json(&args.shape, seq_len, args.layers)?)?;
     let kernels = KernelSettings { mode, attention, recompute: args.recompute, ce_chunk: args.ce_chunk };
     let mut model = CausalLm::new_random(cfg.clone(), 0, &device, dtype)?;
     model.set_kernels(kernels)?;
@@ -168,7 +180,7 @@ fn main() -> Result<()> {
             if mode == KernelMode::Fused { format!(" ({})", args.attention) } else { String::new() },
             if args.recompute { "+recompute" } else { "" }
         ),
-        "shape": args.shape, "params": n_params, "matmul_params": n_matmul,
+        "shape": args.shape, "layers": cfg.num_hidden_layers, "dtype": format!("{dtype:?}").to_lowercase(), "params": n_params, "matmul_params": n_matmul,
         "batch": b, "seq_len": t, "steps": args.steps, "device": device_info::describe(&device)?,
         "tokens_per_s": (tokens_per_s * 10.0).round() / 10.0,
         "step_s": elapsed / args.steps as f64,

@@ -30,6 +30,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.grad_accum(), 1);
     assert_eq!(c.tokens_per_step(), 8 * 512);
     assert_eq!(c.checkpoint.keep_last, 3);
+    assert_eq!(c.eval.batch_tokens, 4096);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use cpt::eval::model_adapter::ModelScorer;
 use cpt::model::CausalLm;
-use cpt::eval::training::{parse_tasks, PreparedEvalTasks, TrainingEvalConfig};
+use cpt::eval::training::{parse_tasks, PreparedEvalTasks};
 use cpt::model::Tokenizer;
 
 fn fixtures() -> PathBuf {
@@ -18,13 +18,13 @@ fn eval_section_runs_benchmarks_and_perplexity() {
     let corpus = tmp.path().join("val.jsonl");
     std::fs::write(&corpus, "{\"text\":\"The quick brown fox.\"}\n{\"text\":\"以下是关于农学的单项选择题\"}\n").unwrap();
     let yaml = format!(
-        "every_steps: 100\ntasks:\n  - kind: benchmark\n    benchmark: cmmlu\n    path: {}\n    shots: 2\n    limit: 2\n  - kind: benchmark\n    name: mmlu_lm_eval\n    benchmark: mmlu\n    style: lm-eval\n    path: {}\n  - kind: perplexity\n    name: zh_val\n    paths: [{}]\n    max_len: 16\n",
+        "- kind: benchmark\n  benchmark: cmmlu\n  path: {}\n  shots: 2\n  limit: 2\n- kind: benchmark\n  name: mmlu_lm_eval\n  benchmark: mmlu\n  style: lm-eval\n  path: {}\n- kind: perplexity\n  name: zh_val\n  paths: [{}]\n  max_len: 16\n",
         fixtures().join("cmmlu").display(),
         fixtures().join("mmlu").display(),
         corpus.display()
     );
-    let cfg: TrainingEvalConfig = serde_yaml::from_str(&yaml).unwrap();
-    let tasks = PreparedEvalTasks::prepare(&cfg).unwrap();
+    let values: Vec<serde_yaml::Value> = serde_yaml::from_str(&yaml).unwrap();
+    let tasks = PreparedEvalTasks::from_tasks(&parse_tasks(&values).unwrap(), 4096).unwrap();
     let dir = fixtures().join("tiny-llama");
     // The training loop keeps its model and lends it to the scorer.
     let model = CausalLm::from_pretrained(&dir, &Device::Cpu, DType::F32).unwrap();
@@ -41,15 +41,16 @@ fn eval_section_runs_benchmarks_and_perplexity() {
 
 #[test]
 fn eval_section_rejects_unknown_keys_and_bad_paths() {
-    let e = serde_yaml::from_str::<TrainingEvalConfig>("every_steps: 10\ntasks:\n  - kind: benchmark\n    benchmark: cmmlu\n    path: x\n    shotz: 3\n")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("shotz"), "{e}");
-    let e = serde_yaml::from_str::<TrainingEvalConfig>("every_steps: 10\ntasks: []\nevery: 3\n").unwrap_err().to_string();
-    assert!(e.contains("every"), "{e}");
-    let cfg: TrainingEvalConfig =
-        serde_yaml::from_str("every_steps: 10\ntasks:\n  - kind: benchmark\n    benchmark: mmlu\n    path: no/such/dir\n").unwrap();
-    let e = format!("{:#}", PreparedEvalTasks::prepare(&cfg).err().unwrap());
+    let yaml = |s: &str| -> Vec<serde_yaml::Value> { serde_yaml::from_str(s).unwrap() };
+    let e = format!("{:#}", parse_tasks(&yaml("- kind: benchmark\n  benchmark: cmmlu\n  path: x\n  shotz: 3\n")).unwrap_err());
+    assert!(e.contains("eval.tasks[0]") && e.contains("shotz"), "{e}");
+    let e = format!(
+        "{:#}",
+        cpt::config::parse_config("model: {path: m}\ndata: {}\ntrain: {max_steps: 1}\neval: {every: 3}\n", "run.yaml", &[]).unwrap_err()
+    );
+    assert!(e.contains("eval") && e.contains("every_steps"), "{e}");
+    let tasks = parse_tasks(&yaml("- kind: benchmark\n  benchmark: mmlu\n  path: no/such/dir\n")).unwrap();
+    let e = format!("{:#}", PreparedEvalTasks::from_tasks(&tasks, 4096).err().unwrap());
     assert!(e.contains("eval.tasks[0].path") && e.contains("no/such/dir"), "{e}");
 
     // The training config's raw task values.

@@ -314,13 +314,22 @@ impl Default for GuardConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// The `eval:` section: benchmarks and perplexity sets run during training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub every_steps: Option<Count>,
-    /// Task specs, typed by the evaluation module.
+    /// Padded tokens per forward while scoring.
+    pub batch_tokens: usize,
+    /// Task specs, typed by the evaluation module (`eval::training::parse_tasks`).
     pub tasks: Vec<serde_yaml::Value>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { every_steps: None, batch_tokens: 4096, tasks: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ impl TrainConfig {
             check(c.is_finite() && c > 0.0, "optim.grad_clip", "must be > 0 (or null for no clipping)");
         }
 
+        check(self.eval.batch_tokens >= 1, "eval.batch_tokens", "must be >= 1");
         check(self.kernels.ce_chunk >= 1, "kernels.ce_chunk", "must be >= 1");
 
         let b = &self.batch;

@@ -28,4 +28,4 @@ pub use loglik::{LogitsModel, TokenQuery, TokenScore};
 pub use multiple_choice::{evaluate_benchmark, McOptions};
 pub use requests::TextEncoder;
 pub use templates::PromptStyle;
-pub use training::{EvalTask, PreparedEvalTasks, TrainingEvalConfig};
+pub use training::{EvalTask, PreparedEvalTasks};

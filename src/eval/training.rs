@@ -19,21 +19,6 @@ use super::perplexity::{aggregate, score_documents};
 use super::requests::TextEncoder;
 use super::templates::PromptStyle;
 
-/// The `eval:` section.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TrainingEvalConfig {
-    /// Run the tasks every this many optimizer steps (0: never).
-    pub every_steps: u64,
-    /// Padded tokens per forward.
-    #[serde(default = "default_batch_tokens")]
-    pub batch_tokens: usize,
-    pub tasks: Vec<EvalTask>,
-}
-
-fn default_batch_tokens() -> usize {
-    4096
-}
 fn default_shots() -> usize {
     5
 }
@@ -107,12 +92,8 @@ pub fn parse_tasks(values: &[serde_yaml::Value]) -> Result<Vec<EvalTask>> {
 }
 
 impl PreparedEvalTasks {
-    /// Reads every task's files; errors name the task by its position in `eval.tasks`.
-    pub fn prepare(cfg: &TrainingEvalConfig) -> Result<Self> {
-        Self::from_tasks(&cfg.tasks, cfg.batch_tokens)
-    }
-
-    /// Reads every task's files (`batch_tokens`: padded tokens per forward, e.g. 4096).
+    /// Reads every task's files (`batch_tokens`: padded tokens per forward, e.g. 4096); errors
+    /// name the task by its position in `eval.tasks`.
     pub fn from_tasks(task_list: &[EvalTask], batch_tokens: usize) -> Result<Self> {
         let engine = EngineOptions { batch_tokens: batch_tokens.max(1) };
         let mut tasks = Vec::new();

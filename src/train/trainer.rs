@@ -462,7 +462,7 @@ impl TrainingEvals {
             bail!("eval.every_steps: needed when eval.tasks are given");
         };
         let tasks = parse_tasks(&cfg.eval.tasks)?;
-        let tasks = PreparedEvalTasks::from_tasks(&tasks, 4096).context("eval.tasks")?;
+        let tasks = PreparedEvalTasks::from_tasks(&tasks, cfg.eval.batch_tokens).context("eval.tasks")?;
         let tokenizer = Tokenizer::from_dir(model_dir)?;
         Ok(Some(Self { every, tasks, tokenizer }))
     }
