@@ -68,6 +68,8 @@ for shape in $shapes; do
   run "cpt fused flash $shape" "$bin/gpu_train_step" "${common[@]}" --mode fused --attention flash
   run "cpt fused blocked $shape" "$bin/gpu_train_step" "${common[@]}" --mode fused --attention blocked:256
   run "cpt fused blocked+recompute $shape" "$bin/gpu_train_step" "${common[@]}" --mode fused --attention blocked:256 --recompute
+  run "cpt fused flash+recompute $shape" "$bin/gpu_train_step" "${common[@]}" --mode fused --attention flash --recompute
+  run "cpt composed+recompute $shape" "$bin/gpu_train_step" "${common[@]}" --mode composed --recompute
 done
 
 python3 - "$out" <<'PY'

@@ -291,3 +291,97 @@ fn recompute_lowers_peak_memory() {
     println!("peak memory: plain {plain} bytes, recomputed {recomputed} bytes");
     assert!(recomputed < plain, "recompute {recomputed} >= plain {plain}");
 }
+
+/// A whole `CausalLm` forward and backward on the GPU (fused kernels, recomputation, f32 and
+/// bf16 compute) against the composed model on the CPU: the loss and every parameter gradient.
+#[test]
+fn whole_model_on_cuda_matches_composed_on_cpu() {
+    use cpt::kernels::dispatch::FusedAttention;
+    use cpt::kernels::{KernelMode, KernelSettings};
+    use cpt::model::{CausalLm, ModelConfig, Packing};
+    use cpt::train::optim::Grads;
+    // Head dim 64 (the flash kernel needs a multiple of 32), GQA 4:2, Qwen2 biases.
+    let config = ModelConfig::from_json_str(
+        r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":256,"intermediate_size":512,
+        "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":1000,
+        "rms_norm_eps":1e-6,"rope_theta":10000.0,"max_position_embeddings":256,"tie_word_embeddings":false}"#,
+    )
+    .unwrap();
+    let (b, t) = (2, 77);
+    let loss_and_grads = |device: &Device, dtype: DType, kernels: KernelSettings| {
+        let mut model = CausalLm::new_random(config.clone(), 11, device, dtype).unwrap();
+        model.set_kernels(kernels).unwrap();
+        let ids: Vec<u32> = (0..b * (t + 1)).map(|i| (i as u32 * 7919 + 13) % 1000).collect();
+        let all = Tensor::from_vec(ids, (b, t + 1), device).unwrap();
+        let (inputs, targets) = (all.narrow(1, 0, t).unwrap(), all.narrow(1, 1, t).unwrap());
+        let packing = Packing::from_doc_starts(&[vec![0, 30], vec![0]], t, device).unwrap();
+        let sink = GradSink::new();
+        let loss = model.token_nll(&inputs, &targets, Some(&packing), Some(&sink)).unwrap().mean_all().unwrap();
+        let mut store = loss.backward().unwrap();
+        sink.merge_into(&mut store).unwrap();
+        let grads = Grads::from_store(model.named_parameters(), &store, 1.0).unwrap();
+        let cpu = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
+        let grads: Vec<Tensor> = grads.entries().iter().map(|(_, g)| cpu(g.as_ref().unwrap())).collect();
+        (cpu(&loss), grads)
+    };
+    // References: the composed model on the CPU in the same compute dtype (bf16 itself is
+    // 6e-2 away from f32 on the bias gradients, for the composed ops too).
+    let reference = |dtype| loss_and_grads(&Device::Cpu, dtype, KernelSettings::default());
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 5e-2)] {
+        let (loss_ref, grads_ref) = reference(dtype);
+        for attention in [FusedAttention::Flash, FusedAttention::Blocked { q_block: 32 }] {
+            let kernels = KernelSettings { mode: KernelMode::Fused, attention, recompute: true, ce_chunk: 300 };
+            let what = format!("{} {dtype:?}", kernels.describe());
+            let (loss, grads) = loss_and_grads(&gpu(), dtype, kernels);
+            assert_close(&loss, &loss_ref, tol, &format!("{what}: loss"));
+            for (i, (g, r)) in grads.iter().zip(&grads_ref).enumerate() {
+                assert_close(g, r, tol, &format!("{what}: gradient {i}"));
+            }
+        }
+    }
+}
+
+/// The trainer's optimiser with the multi-tensor AdamW on the GPU against its per-parameter
+/// update on the CPU, same gradients, three steps (moments created, then updated in place).
+#[test]
+fn multi_tensor_optimizer_on_cuda_matches_cpu() {
+    use cpt::train::optim::{Algorithm, Grads, Optimizer, OptimizerSettings};
+    let settings = OptimizerSettings {
+        algorithm: Algorithm::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+        weight_decay: 0.1,
+        decay_embeddings: false,
+    };
+    let shapes: [(&str, &[usize]); 3] =
+        [("model.embed_tokens.weight", &[300, 64]), ("model.layers.0.mlp.up_proj.weight", &[96, 64]), ("model.norm.weight", &[64])];
+    let params = |device: &Device| -> Vec<(String, Var)> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, (n, s))| (n.to_string(), Var::from_tensor(&randn(s, 70 + i as u64, DType::F32).to_device(device).unwrap()).unwrap()))
+            .collect()
+    };
+    let (cpu_params, gpu_params) = (params(&Device::Cpu), params(&gpu()));
+    let mut cpu_opt = Optimizer::new(&cpu_params, settings).unwrap();
+    let mut gpu_opt = Optimizer::new(&gpu_params, settings).unwrap();
+    gpu_opt.set_multi_tensor(true);
+    for step in 0..3u64 {
+        let grads = |device: &Device| {
+            Grads::from_tensors(
+                shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, s))| (n.to_string(), Some(randn(s, 100 * step + i as u64, DType::F32).to_device(device).unwrap())))
+                    .collect(),
+            )
+        };
+        cpu_opt.step(&grads(&Device::Cpu), 1e-2).unwrap();
+        gpu_opt.step(&grads(&gpu()), 1e-2).unwrap();
+    }
+    for ((name, c), (_, g)) in cpu_params.iter().zip(&gpu_params) {
+        assert_close(&g.as_tensor().to_device(&Device::Cpu).unwrap(), c.as_tensor(), 1e-6, name);
+    }
+    let cpu_state = cpu_opt.state_tensors();
+    for ((name, g), (_, c)) in gpu_opt.state_tensors().iter().zip(&cpu_state) {
+        assert_close(&g.to_device(&Device::Cpu).unwrap(), c, 1e-6, name);
+    }
+}
