@@ -24,6 +24,7 @@ fn write_run(path: &Path, steps: u64) {
             elapsed_s: s * 0.3,
             source_loss,
             mfu: None,
+            peak_mem_bytes: Some((1u64 << 30) + step * (1 << 20)),
             skipped: (step == 37).then(|| "non-finite loss".to_string()),
         })
         .unwrap();
@@ -125,6 +126,8 @@ fn curves_and_smoothing() {
     assert_eq!(curves.loss.len(), 99, "the NaN step is left out");
     assert_eq!(curves.val.len(), 2);
     assert_eq!(curves.val[0].1.len(), 4);
+    assert_eq!(curves.peak_mem_gib.len(), 100);
+    assert!((curves.peak_mem_gib[0].1 - (1.0 + 1.0 / 1024.0)).abs() < 1e-12, "bytes become GiB");
     let s = smooth(&[(0.0, 4.0), (1.0, 2.0)], 0.5);
     assert_eq!(s[0].1, 4.0, "debiased: the first point is itself");
     assert!((s[1].1 - (0.25 * 4.0 + 0.5 * 2.0) / 0.75).abs() < 1e-12);
@@ -138,7 +141,7 @@ fn plot_writes_png_and_svg_charts() {
     let png_dir = dir.path().join("png");
     let files = plot_metrics(&metrics, &png_dir, PlotFormat::Png).unwrap();
     let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["loss.png", "val_loss.png", "lr.png", "grad_norm.png"]);
+    assert_eq!(names, ["loss.png", "val_loss.png", "lr.png", "grad_norm.png", "peak_memory.png"]);
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod train_common;
 
-use train_common::{final_weights, make_model, records, step_losses, train, write_config, CPT};
+use train_common::{final_weights, make_model, records, repo, step_losses, train, write_config, CPT};
 
 #[test]
 fn loss_falls_and_run_writes_metrics_checkpoints_and_done_marker() {

@@ -63,6 +63,8 @@ pub struct Curves {
     pub loss: Vec<(f64, f64)>,
     pub lr: Vec<(f64, f64)>,
     pub grad_norm: Vec<(f64, f64)>,
+    /// Peak memory (GiB) per record, where measured.
+    pub peak_mem_gib: Vec<(f64, f64)>,
     /// Validation loss per source, in first-seen order.
     pub val: Vec<(String, Vec<(f64, f64)>)>,
 }
@@ -84,6 +86,9 @@ pub fn curves_from_records(records: &[serde_json::Value]) -> Curves {
                 }
                 if let Some(v) = num("grad_norm") {
                     curves.grad_norm.push((step, v));
+                }
+                if let Some(v) = num("peak_mem_bytes") {
+                    curves.peak_mem_gib.push((step, v / (1u64 << 30) as f64));
                 }
             }
             Some("val") => {
@@ -164,6 +169,14 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path, format: PlotFormat) -> Resul
             "Gradient norm (before clipping)",
             "norm",
             vec![Series { name: "grad norm".into(), points: curves.grad_norm.clone(), color: PALETTE[3], width: 1 }],
+        ));
+    }
+    if !curves.peak_mem_gib.is_empty() {
+        charts.push((
+            "peak_memory",
+            "Peak memory per step",
+            "GiB",
+            vec![Series { name: "peak memory".into(), points: curves.peak_mem_gib.clone(), color: PALETTE[4], width: 1 }],
         ));
     }
     REGISTER_FONT.call_once(|| {
