@@ -6,7 +6,8 @@
 #  2. makes link-time stub libraries for libcuda/cuBLAS/cuRAND/NVRTC (the real ones come
 #     with the GPU machine's driver and PyTorch), linking the real libcudart;
 #  3. runs `cargo build --release --features cuda` into target-cuda/ and strips the binary
-#     into target-cuda/gpu/ (copy or carry that folder to the GPU machine).
+#     into target-cuda/gpu/, packed as target-cuda/gpu.tar.xz (copy or carry that archive to
+#     the GPU machine).
 #
 # usage: scripts/cuda-toolkit.sh [--stubs-script PATH] [--tests] [--env]
 #   --stubs-script  the stub generator (default: ../shared/tools/cuda-link-stubs.sh
@@ -78,5 +79,8 @@ if [ "$build_tests" = 1 ]; then
   bench_bin=$(ls -t "$target"/release/deps/gpu_train_step-* | grep -v '\.d$' | head -1)
   strip -o "$target/gpu/gpu_train_step" "$bench_bin"
 fi
-echo "built:"; ls -la "$target/gpu"
+# One compressed archive of gpu/ (about a third of its size with xz) to carry to the GPU
+# machine, where `tar xJf target-cuda/gpu.tar.xz -C target-cuda` unpacks it.
+tar -C "$target" -cJf "$target/gpu.tar.xz" gpu
+echo "built:"; ls -la "$target/gpu" "$target/gpu.tar.xz"
 echo "NEEDED:"; readelf -d "$target/gpu/cpt" | grep NEEDED

@@ -299,7 +299,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         skipped_nonfinite: guard.skipped_nonfinite,
         skipped_spike: guard.skipped_spike,
         last_checkpoint,
-        peak_memory: peak_memory.overall().map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
+        peak_memory: peak_memory.run_peak().map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
         stop_reason: match ending {
             Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, metrics.path().display()),
             Ending::Interrupted => "interrupted by a signal (checkpoint written)".to_string(),
@@ -363,7 +363,9 @@ impl PeakMemory {
         peak
     }
 
-    fn overall(&self) -> Option<u64> {
+    /// The peak over the whole run, including steps since the last record.
+    fn run_peak(&mut self) -> Option<u64> {
+        self.window_peak();
         self.overall
     }
 
