@@ -431,6 +431,11 @@ fn model_forward_logits_follow_the_kernel_mode() {
     let targets = ids.affine(1.0, 1.0).unwrap().to_dtype(DType::U32).unwrap();
     let from_logits = cpt::model::token_nll(&composed, &targets).unwrap();
     assert_close(&model.token_nll(&ids, &targets, None, None).unwrap(), &from_logits, 0.0, "token_nll");
+    // The no-grad forms give the same numbers and keep no graph.
+    let no_grad = model.forward_no_grad(&ids, None).unwrap();
+    assert_close(&no_grad, &composed, 0.0, "forward_no_grad");
+    assert!(no_grad.sum_all().unwrap().backward().unwrap().get(model.named_parameters()[0].1.as_tensor()).is_none());
+    assert_close(&model.token_nll_no_grad(&ids, &targets, None).unwrap(), &from_logits, 0.0, "token_nll_no_grad");
     model.set_kernels(KernelSettings { mode: KernelMode::Fused, ..Default::default() }).unwrap();
     let fused = model.forward(&ids, None).unwrap();
     assert_close(&fused, &composed, 1e-5, "fused logits");

@@ -96,7 +96,7 @@ impl LogitsModel for ModelScorer<'_> {
         }
         let device = self.model.device();
         let input = Tensor::from_vec(ids, (b, t), device)?;
-        let logits = self.model.forward(&input, None)?.detach();
+        let logits = self.model.forward_no_grad(&input, None)?;
         let v = logits.dim(2)?;
         let index = Tensor::from_vec(flat_positions, (rows.iter().map(|r| r.queries.len()).sum::<usize>(),), device)?;
         let picked = logits.reshape((b * t, v))?.index_select(&index, 0)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;

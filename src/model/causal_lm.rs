@@ -132,6 +132,18 @@ pub fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, InitKind)>
     specs
 }
 
+/// What a forward keeps for the backward.
+#[derive(Clone, Copy)]
+enum Graph<'a> {
+    /// Every layer's activations (a plain differentiable forward).
+    Keep,
+    /// Only each layer's input; layers run again in the backward, parameter gradients go to
+    /// the sink.
+    Recompute(&'a GradSink),
+    /// Nothing (evaluation): layer outputs are detached.
+    Discard,
+}
+
 /// Checkpoint entries that are buffers, not parameters, and are safe to ignore.
 fn is_ignorable_buffer(name: &str) -> bool {
     name.ends_with("rotary_emb.inv_freq")
@@ -323,9 +335,17 @@ impl CausalLm {
 
     /// input_ids [B, T] (u32) -> logits [B, T, V] (f32) for every position. With `packing`,
     /// tokens attend only within their document and positions restart per document.
+    /// Differentiable: every layer's activations stay alive for a `backward`.
     pub fn forward(&self, input_ids: &Tensor, packing: Option<&Packing>) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, packing, None)?;
+        let hidden = self.hidden_states(input_ids, packing, Graph::Keep)?;
         Ok(ops::linear(&hidden, &self.head()?, None)?.to_dtype(DType::F32)?)
+    }
+
+    /// As [`CausalLm::forward`] without the autograd graph (evaluation): each layer's
+    /// activations are freed as soon as the next layer has its input.
+    pub fn forward_no_grad(&self, input_ids: &Tensor, packing: Option<&Packing>) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, packing, Graph::Discard)?;
+        Ok(ops::linear(&hidden, &self.head()?.detach(), None)?.to_dtype(DType::F32)?.detach())
     }
 
     /// Per-token NLL [B, T] (f32) of `targets` [B, T] after `input_ids`: the training loss
@@ -341,13 +361,25 @@ impl CausalLm {
         packing: Option<&Packing>,
         sink: Option<&GradSink>,
     ) -> Result<Tensor> {
-        let hidden = self.hidden_states(input_ids, packing, sink)?;
+        let graph = match sink {
+            Some(sink) if self.kernels.recompute => Graph::Recompute(sink),
+            _ => Graph::Keep,
+        };
+        let hidden = self.hidden_states(input_ids, packing, graph)?;
         let targets = targets.to_device(&self.device)?;
         dispatch::token_nll_from_hidden(self.kernels.mode, &hidden, &self.head()?, &targets, self.kernels.ce_chunk)
     }
 
+    /// As [`CausalLm::token_nll`] without the autograd graph (validation).
+    pub fn token_nll_no_grad(&self, input_ids: &Tensor, targets: &Tensor, packing: Option<&Packing>) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, packing, Graph::Discard)?;
+        let targets = targets.to_device(&self.device)?;
+        let head = self.head()?.detach();
+        Ok(dispatch::token_nll_from_hidden(self.kernels.mode, &hidden, &head, &targets, self.kernels.ce_chunk)?.detach())
+    }
+
     /// The final (normed) hidden states [B, T, H] in the compute dtype.
-    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, sink: Option<&GradSink>) -> Result<Tensor> {
+    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, graph: Graph<'_>) -> Result<Tensor> {
         let (b, t) = input_ids
             .dims2()
             .context("forward: input_ids must be [batch, seq_len]")?;
@@ -397,15 +429,21 @@ impl CausalLm {
             .to_dtype(self.compute_dtype)?
             .reshape((b, t, self.config.hidden_size))?;
         for layer in &self.layers {
-            x = match sink.filter(|_| self.kernels.recompute) {
-                Some(sink) => {
+            x = match graph {
+                Graph::Keep => decoder_layer(&ctx, layer, &x)?,
+                Graph::Recompute(sink) => {
                     let (ctx, layer) = (ctx.clone(), layer.clone());
                     recompute(&x, &layer.vars(), sink, move |x| decoder_layer(&ctx, &layer, x))?
                 }
-                None => decoder_layer(&ctx, layer, &x)?,
+                // Detaching drops the layer's graph, and with it its intermediates.
+                Graph::Discard => decoder_layer(&ctx, layer, &x)?.detach(),
             };
         }
-        Ok(dispatch::rms_norm(mode, &x, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?)
+        let x = dispatch::rms_norm(mode, &x, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?;
+        Ok(match graph {
+            Graph::Discard => x.detach(),
+            _ => x,
+        })
     }
 
     /// Writes an HF model directory: config.json, safetensors (sharded with an index above

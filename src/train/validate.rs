@@ -74,6 +74,6 @@ fn window_nll(model: &CausalLm, group: &[Window], device: &Device) -> Result<Vec
     let inputs = Tensor::from_vec(inputs, (group.len(), t), device)?;
     let targets = Tensor::from_vec(targets, (group.len(), t), device)?;
     let packing = Packing::from_doc_starts(&starts, t, device)?;
-    let nll = model.token_nll(&inputs, &targets, Some(&packing), None)?.detach().to_dtype(candle_core::DType::F64)?;
+    let nll = model.token_nll_no_grad(&inputs, &targets, Some(&packing))?.to_dtype(candle_core::DType::F64)?;
     Ok(nll.to_vec2::<f64>()?)
 }
