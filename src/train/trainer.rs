@@ -23,6 +23,7 @@ use crate::model::tokenizer::Tokenizer;
 use super::batch::MicroBatch;
 use super::checkpoint::{load_checkpoint, Checkpoints, TrainerState, STATE_FORMAT};
 use super::guard::{Guard, Verdict};
+use super::memory::{PeakMemory, GIB};
 use super::metrics::{MetricsWriter, StepRecord, ValRecord};
 use super::optim::{GradAccumulator, Optimizer};
 use super::schedule::Schedule;
@@ -334,47 +335,6 @@ fn nan_injection_steps() -> Result<Vec<u64>> {
             .map(|s| s.trim().parse::<u64>().with_context(|| format!("{INJECT_NAN_ENV}: `{s}` is not a step number")))
             .collect(),
         Err(_) => Ok(Vec::new()),
-    }
-}
-
-const GIB: f64 = (1u64 << 30) as f64;
-
-/// Peak memory per logging window and over the run (`device_info::peak_memory_bytes`).
-struct PeakMemory {
-    device: Device,
-    overall: Option<u64>,
-}
-
-impl PeakMemory {
-    fn start(device: &Device) -> Self {
-        // Measurement is best effort: a failure leaves the record without the field.
-        let _ = device_info::reset_peak_memory(device);
-        Self { device: device.clone(), overall: None }
-    }
-
-    /// The peak since the previous call (or the start), then restarts the window.
-    fn window_peak(&mut self) -> Option<u64> {
-        let _ = self.device.synchronize();
-        let peak = device_info::peak_memory_bytes(&self.device).ok().flatten();
-        let _ = device_info::reset_peak_memory(&self.device);
-        if let Some(p) = peak {
-            self.overall = Some(self.overall.map_or(p, |o| o.max(p)));
-        }
-        peak
-    }
-
-    /// The peak over the whole run, including steps since the last record.
-    fn run_peak(&mut self) -> Option<u64> {
-        self.window_peak();
-        self.overall
-    }
-
-    fn what(&self) -> &'static str {
-        if self.device.is_cpu() {
-            "peak resident set of the process"
-        } else {
-            "peak of the GPU memory pool"
-        }
     }
 }
 
