@@ -441,3 +441,18 @@ fn model_forward_logits_follow_the_kernel_mode() {
     assert_close(&fused, &composed, 1e-5, "fused logits");
     assert!(model.set_kernels(KernelSettings { ce_chunk: 0, ..Default::default() }).is_err());
 }
+
+/// Exact resume needs gradients that are bit-identical from run to run: reductions over rows
+/// must not depend on how the thread pool splits the work.
+#[test]
+fn rms_norm_weight_gradient_is_deterministic() {
+    let x = randn(&[4099, 96], 80, DType::F32);
+    let w = randn(&[96], 81, DType::F32);
+    let g = randn(&[4099, 96], 82, DType::F32);
+    let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let first = bits(&value_and_grads(&[&x, &w], &g, |p| rms_norm(&p[0], &p[1], 1e-5)).1[1]);
+    for _ in 0..30 {
+        let again = bits(&value_and_grads(&[&x, &w], &g, |p| rms_norm(&p[0], &p[1], 1e-5)).1[1]);
+        assert!(again == first, "the RMSNorm weight gradient changed between identical runs");
+    }
+}

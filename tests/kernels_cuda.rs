@@ -385,3 +385,22 @@ fn multi_tensor_optimizer_on_cuda_matches_cpu() {
         assert_close(&g.to_device(&Device::Cpu).unwrap(), c, 1e-6, name);
     }
 }
+
+/// The CUDA RMSNorm weight gradient is bit-identical run to run (no atomics), as exact
+/// resume needs.
+#[test]
+fn rms_norm_weight_gradient_is_deterministic_on_cuda() {
+    let dev = gpu();
+    let x = randn(&[4099, 2048], 90, DType::F32).to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
+    let w = randn(&[2048], 91, DType::F32).to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
+    let g = randn(&[4099, 2048], 92, DType::F32).to_device(&dev).unwrap();
+    let dw = || {
+        let grad = value_and_grads(&[&x, &w], &g, |p| rms_norm(&p[0], &p[1], 1e-5)).1[1].clone();
+        grad.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
+    };
+    let first: Vec<u32> = dw().iter().map(|v| v.to_bits()).collect();
+    for _ in 0..10 {
+        let again: Vec<u32> = dw().iter().map(|v| v.to_bits()).collect();
+        assert!(again == first, "the RMSNorm weight gradient changed between identical runs");
+    }
+}

@@ -1,13 +1,13 @@
 //! `cpt train` end to end on a tiny model and the bundled sample corpus: the loss falls,
 //! a SIGKILLed run resumes bit-identically, SIGTERM checkpoints, the guard skips NaN steps
 //! and stops after too many, and config typos are rejected.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod train_common;
 
-use train_common::{final_weights, make_model, records, repo, step_losses, train, write_config, CPT};
+use train_common::{final_weights, make_model, records, repo, sigkill_after_checkpoint, step_losses, train, write_config, CPT};
 
 #[test]
 fn loss_falls_and_run_writes_metrics_checkpoints_and_done_marker() {
@@ -58,24 +58,7 @@ fn sigkill_after_a_checkpoint_then_resume_is_bit_identical() {
 
     let killed = write_config(tmp.path(), &model, "killed", steps, "");
     let killed_dir = tmp.path().join("killed");
-    let mut child = Command::new(CPT)
-        .args(["train", "--no-progress", "--config"])
-        .arg(&killed)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = killed_dir.join("checkpoints/step-00000004/trainer_state/trainer_state.json");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !ckpt.is_file() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("training ended before it could be killed: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    sigkill_after_checkpoint(&killed, &killed_dir, 4);
 
     let out = train(&killed, &["--resume"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -3,7 +3,7 @@
 //! lowers it.
 mod train_common;
 
-use train_common::{make_model, make_model_with, records, step_losses, train, write_config};
+use train_common::{final_weights, make_model, make_model_with, records, sigkill_after_checkpoint, step_losses, train, write_config};
 
 fn peak_bytes(run: &std::path::Path) -> Vec<u64> {
     records(run)
@@ -54,6 +54,25 @@ fn fused_kernels_and_recomputation_train_like_the_composed_ops() {
     let peaks = peak_bytes(&tmp.path().join("fused"));
     assert_eq!(peaks.len(), 8);
     assert!(peaks.iter().all(|&p| p > 1 << 20), "peak memory not measured: {peaks:?}");
+}
+
+#[test]
+fn fused_training_resumes_bit_identically_after_sigkill() {
+    // In place updates (multi-tensor AdamW) and recomputed layers must not break exact resume.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = make_model(tmp.path());
+    let kernels = "kernels: {mode: fused, attention: flash, recompute: true}";
+    let steps = 8;
+    let straight = write_config(tmp.path(), &model, "straight", steps, kernels);
+    let out = train(&straight, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed = write_config(tmp.path(), &model, "killed", steps, kernels);
+    let killed_dir = tmp.path().join("killed");
+    sigkill_after_checkpoint(&killed, &killed_dir, 4);
+    let out = train(&killed, &["--resume"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(final_weights(&tmp.path().join("straight"), steps) == final_weights(&killed_dir, steps), "resumed weights differ");
+    assert_eq!(step_losses(&tmp.path().join("straight")), step_losses(&killed_dir));
 }
 
 #[test]

@@ -8,6 +8,9 @@ use rayon::prelude::*;
 
 use super::host::{check_float, from_f32_vec, to_f32_vec};
 
+/// Rows per block of the CPU weight-gradient reduction.
+const DW_ROWS_PER_BLOCK: usize = 64;
+
 /// RMSNorm of `x` (`[.., H]`) with `weight` (`[H]`, cast to `x`'s dtype as the composed
 /// op does; its gradient flows back through the cast).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
@@ -164,20 +167,30 @@ impl CustomOp2 for RmsNormBackwardW {
         let x = to_f32_vec(xs, xl, "rms_norm input")?;
         let g = to_f32_vec(gs, gl, "rms_norm gradient")?;
         let cols = xl.dims().last().copied().unwrap_or(1);
-        let dw = x
-            .par_chunks(cols)
-            .zip(g.par_chunks(cols))
-            .fold(
-                || vec![0f32; cols],
-                |mut acc, (xr, gr)| {
+        // Fixed blocks of rows, their partial sums added in block order: the result does not
+        // depend on how the thread pool splits the work (exact resume needs gradients that
+        // are bit-identical run to run; rayon's fold/reduce tree is not).
+        let block = cols * DW_ROWS_PER_BLOCK;
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(block)
+            .zip(g.par_chunks(block))
+            .map(|(xb, gb)| {
+                let mut acc = vec![0f32; cols];
+                for (xr, gr) in xb.chunks(cols).zip(gb.chunks(cols)) {
                     let rstd = row_rstd(xr, self.eps);
                     for i in 0..cols {
                         acc[i] += gr[i] * xr[i] * rstd;
                     }
-                    acc
-                },
-            )
-            .reduce(|| vec![0f32; cols], |a, b| a.iter().zip(&b).map(|(a, b)| a + b).collect());
+                }
+                acc
+            })
+            .collect();
+        let mut dw = vec![0f32; cols];
+        for partial in &partials {
+            for (d, p) in dw.iter_mut().zip(partial) {
+                *d += p;
+            }
+        }
         Ok((CpuStorage::F32(dw), Shape::from(cols)))
     }
 
@@ -199,9 +212,12 @@ impl CustomOp2 for RmsNormBackwardW {
         if smem > 48 * 1024 {
             bail!("rms_norm backward: hidden size {cols} exceeds the CUDA kernel's limit of 12288")
         }
-        let out = cuda::zeros(&dev, candle_core::DType::F32, cols)?;
+        // One partial row per block, then a fixed-order sum: no atomics, so the result is
+        // bit-identical run to run.
+        let blocks = rows.clamp(1, 256);
+        let partials = cuda::zeros(&dev, candle_core::DType::F32, blocks * cols)?;
         let cfg = LaunchConfig {
-            grid_dim: (rows.clamp(1, 256) as u32, 1, 1),
+            grid_dim: (blocks as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: smem as u32,
         };
@@ -209,12 +225,16 @@ impl CustomOp2 for RmsNormBackwardW {
         let args = [
             cuda::ptr(xs, xl)?,
             cuda::ptr(gs, gl)?,
-            cuda::ptr_all(&out)?,
+            cuda::ptr_all(&partials)?,
             Arg::I32(rows as i32),
             Arg::I32(cols as i32),
             Arg::F32(self.eps),
         ];
         cuda::launch(&dev, &cuda::RMSNORM, &name, cfg, &args)?;
+        let out = cuda::zeros(&dev, candle_core::DType::F32, cols)?;
+        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let args = [cuda::ptr_all(&partials)?, cuda::ptr_all(&out)?, Arg::I32(blocks as i32), Arg::I32(cols as i32)];
+        cuda::launch(&dev, &cuda::RMSNORM, "rmsnorm_dw_sum", cfg, &args)?;
         Ok((out, Shape::from(cols)))
     }
 }

@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test binary uses some of them
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const CPT: &str = env!("CARGO_BIN_EXE_cpt");
 
@@ -96,3 +97,26 @@ pub fn final_weights(run_dir: &Path, step: u64) -> Vec<u8> {
     std::fs::read(run_dir.join(format!("checkpoints/step-{step:08}/model.safetensors"))).unwrap()
 }
 
+
+/// Starts `cpt train --config config`, waits until the checkpoint of `step` is complete in
+/// `run_dir`, and SIGKILLs the process (a crash right after a checkpoint).
+pub fn sigkill_after_checkpoint(config: &Path, run_dir: &Path, step: u64) {
+    let mut child = Command::new(CPT)
+        .args(["train", "--no-progress", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = run_dir.join(format!("checkpoints/step-{step:08}/trainer_state/trainer_state.json"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ckpt.is_file() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("training ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}

@@ -36,10 +36,11 @@ __device__ void rmsnorm_bwd_dx(const T* x, const T* w, const T* g, T* dx, int co
     dxr[c] = from_f32<T>(rstd * to_f32(gr[c]) * to_f32(w[c]) - to_f32(xr[c]) * coef);
 }
 
-// Grid-stride over rows; each block accumulates its rows' dw in shared memory (cols floats),
-// then adds it to the f32 output with one atomic per column.
+// Grid-stride over rows; each block accumulates its rows' dw in shared memory (cols floats)
+// and writes it to its own row of `partials` ([gridDim.x, cols]); rmsnorm_dw_sum then adds
+// the rows in block order. No atomics: dw is bit-identical run to run (exact resume).
 template <typename T>
-__device__ void rmsnorm_bwd_dw(const T* x, const T* g, float* dw, int rows, int cols, float eps) {
+__device__ void rmsnorm_bwd_dw(const T* x, const T* g, float* partials, int rows, int cols, float eps) {
   extern __shared__ float acc[];
   for (int c = threadIdx.x; c < cols; c += blockDim.x) acc[c] = 0.f;
   for (int row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -50,7 +51,17 @@ __device__ void rmsnorm_bwd_dw(const T* x, const T* g, float* dw, int rows, int 
     const float rstd = rsqrtf(block_sum(ss) / cols + eps);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) acc[c] += to_f32(gr[c]) * to_f32(xr[c]) * rstd;
   }
-  for (int c = threadIdx.x; c < cols; c += blockDim.x) atomicAdd(dw + c, acc[c]);
+  float* out = partials + (size_t)blockIdx.x * cols;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) out[c] = acc[c];
+}
+
+// dw[c] = sum over b of partials[b, c], added in order b = 0, 1, ... (one thread per column).
+extern "C" __global__ void rmsnorm_dw_sum(const float* partials, float* dw, int blocks, int cols) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float s = 0.f;
+  for (int b = 0; b < blocks; ++b) s += partials[(size_t)b * cols + c];
+  dw[c] = s;
 }
 
 #define RMSNORM_ENTRY(T, S)                                                                         \
@@ -61,8 +72,8 @@ __device__ void rmsnorm_bwd_dw(const T* x, const T* g, float* dw, int rows, int 
                                                 float eps) {                                        \
     rmsnorm_bwd_dx<T>(x, w, g, dx, cols, eps);                                                      \
   }                                                                                                 \
-  extern "C" __global__ void rmsnorm_bwd_dw_##S(const T* x, const T* g, float* dw, int rows, int cols, \
-                                                float eps) {                                        \
-    rmsnorm_bwd_dw<T>(x, g, dw, rows, cols, eps);                                                   \
+  extern "C" __global__ void rmsnorm_bwd_dw_##S(const T* x, const T* g, float* partials, int rows,   \
+                                                int cols, float eps) {                              \
+    rmsnorm_bwd_dw<T>(x, g, partials, rows, cols, eps);                                             \
   }
 CPT_FOR_EACH_DTYPE(RMSNORM_ENTRY)
