@@ -154,9 +154,12 @@ fn main() -> Result<()> {
         let loss = model.token_nll(&ids, &targets, None, Some(&sink))?.mean_all()?;
         let mut store = loss.backward()?;
         sink.merge_into(&mut store)?;
+        let value = loss.to_scalar::<f32>()?;
+        drop(loss); // frees the graph before the update, as the trainer does
         let grads = Grads::from_store(model.named_parameters(), &store, 1.0)?;
+        drop(store);
         optimizer.step(&grads, 1e-4)?;
-        Ok(loss.to_scalar::<f32>()?)
+        Ok(value)
     };
     for _ in 0..args.warmup {
         run_step(&mut rng)?;

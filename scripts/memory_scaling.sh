@@ -4,13 +4,15 @@
 # without recomputation; then a linear fit peak = static + layers * per_layer, extrapolated
 # to 22 layers (the whole model).
 #
-# On CPU the peak is the process's peak resident set; on a GPU the memory pool's peak. The
-# tensors and their lifetimes are the same on both, so a CPU run sizes the GPU run (the GPU
-# adds the CUDA context and cuBLAS workspaces, a few hundred MiB).
+# On CPU the peak is the process's peak resident set; on a GPU the memory pool's peak. A CPU
+# run allocates the same tensors with the same lifetimes, plus transient f32 host copies
+# inside the fused ops' CPU versions and the allocator's slack, so it is an upper bound for
+# the GPU peak of the same step, which adds only the CUDA context and cuBLAS workspaces.
 #
 # usage: scripts/memory_scaling.sh [BENCH_BINARY] [cpu|cuda]
 #   BENCH_BINARY: the gpu_train_step bench (default: built with `cargo bench --no-run`)
-# Environment: LAYERS (default "1 3"), BATCHES (default "1 2"), MODE (default fused).
+# Environment: LAYERS (default "1 3"), BATCHES (default "1 2"), MODE (default fused),
+#   LOG (the benchmark's stderr, default memory-scaling.log).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bench=${1:-}
@@ -22,12 +24,25 @@ fi
 layers=${LAYERS:-1 3}
 batches=${BATCHES:-1 2}
 mode=${MODE:-fused}
+if [ "$device" = cuda ]; then
+  # the CUDA 13 libraries that ship with PyTorch, and the driver's libcuda
+  libdirs=$(python3 -c "import glob,os,site;print(':'.join(sorted({os.path.dirname(f) for sp in site.getsitepackages() for f in glob.glob(os.path.join(sp,'nvidia/**/lib*.so*'),recursive=True)})))")
+  export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 out=$(mktemp)
+log=${LOG:-memory-scaling.log}
+: > "$log"
+trap 'rm -f "$out"' EXIT
 for b in $batches; do
   for l in $layers; do
     for rc in "" "--recompute"; do
-      "$bench" --device "$device" --shape 1b --layers "$l" --seq-len 2048 --batch "$b" --steps 1 --warmup 0 \
-        --mode "$mode" --dtype bf16 $rc 2>/dev/null | tail -1 >> "$out"
+      # A failing run (e.g. out of memory) is logged and the others still run.
+      if ! line=$("$bench" --device "$device" --shape 1b --layers "$l" --seq-len 2048 --batch "$b" --steps 1 \
+          --warmup 0 --mode "$mode" --dtype bf16 $rc 2>>"$log" | tail -1) || [ -z "$line" ]; then
+        echo "failed: micro-batch $b, $l layers ${rc:-(no recompute)}; see $log" >&2
+        continue
+      fi
+      echo "$line" >> "$out"
     done
   done
 done
@@ -42,9 +57,10 @@ print()
 print("Linear fit per (micro-batch, recompute), extrapolated to 22 layers:")
 groups = {}
 for r in rows:
-    groups.setdefault((r['batch'], 'recompute' in r['impl']), []).append((r['layers'], r['peak_allocated_gib']))
+    if r.get('peak_allocated_gib') is not None:
+        groups.setdefault((r['batch'], 'recompute' in r['impl']), []).append((r['layers'], r['peak_allocated_gib']))
 for (b, rc), pts in sorted(groups.items()):
-    if len(pts) < 2:
+    if len({l for l, _ in pts}) < 2:
         continue
     (l0, p0), (l1, p1) = sorted(pts)[0], sorted(pts)[-1]
     per_layer = (p1 - p0) / (l1 - l0)

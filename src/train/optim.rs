@@ -379,9 +379,9 @@ impl Optimizer {
             bail!("the multi-tensor update is AdamW only")
         };
         let weight_decay = self.settings.weight_decay;
+        // Zero moments where none exist yet (the same start as torch's lazily created state).
         for (index, grad) in group {
             let slot = &mut self.slots[*index];
-            slot.step += 1;
             for moment in [&mut slot.first, &mut slot.second] {
                 *moment = Some(match moment.take() {
                     Some(m) => m.contiguous()?,
@@ -401,10 +401,15 @@ impl Optimizer {
                 exp_avg,
                 exp_avg_sq,
                 weight_decay: if slot.decay { weight_decay } else { 0.0 },
-                step: slot.step,
+                step: slot.step + 1,
             });
         }
-        adamw_step(&slots, &AdamWStep { lr, beta1, beta2, eps }).context("multi-tensor AdamW update")
+        adamw_step(&slots, &AdamWStep { lr, beta1, beta2, eps }).context("multi-tensor AdamW update")?;
+        // Counted only once the update happened (adamw_step checks every slot first).
+        for (index, _) in group {
+            self.slots[*index].step += 1;
+        }
+        Ok(())
     }
 
     /// The JSON half of the state: settings and per-parameter step counts.

@@ -174,7 +174,7 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path, format: PlotFormat) -> Resul
     if !curves.peak_mem_gib.is_empty() {
         charts.push((
             "peak_memory",
-            "Peak memory per step",
+            "Peak memory per logging window",
             "GiB",
             vec![Series { name: "peak memory".into(), points: curves.peak_mem_gib.clone(), color: PALETTE[4], width: 1 }],
         ));
