@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Peak memory of one cpt training step at TinyLlama-1.1B width (hidden 2048, 32/4 heads,
-# vocab 32000), sequence length 2048, for a few layer counts and micro-batches, with and
-# without recomputation; then a linear fit peak = static + layers * per_layer, extrapolated
-# to 22 layers (the whole model).
+# Peak memory of one cpt training step in steady state (after a warm-up step has created the
+# AdamW moments, which then stay alive through every backward) at TinyLlama-1.1B width
+# (hidden 2048, 32/4 heads, vocab 32000), sequence length 2048, for a few layer counts and
+# micro-batches, with and without recomputation; then a linear fit
+# peak = static + layers * per_layer, extrapolated to 22 layers (the whole model).
 #
 # On CPU the peak is the process's peak resident set; on a GPU the memory pool's peak. A CPU
 # run allocates the same tensors with the same lifetimes, plus transient f32 host copies
@@ -38,7 +39,7 @@ for b in $batches; do
     for rc in "" "--recompute"; do
       # A failing run (e.g. out of memory) is logged and the others still run.
       if ! line=$("$bench" --device "$device" --shape 1b --layers "$l" --seq-len 2048 --batch "$b" --steps 1 \
-          --warmup 0 --mode "$mode" --dtype bf16 $rc 2>>"$log" | tail -1) || [ -z "$line" ]; then
+          --warmup 1 --mode "$mode" --dtype bf16 $rc 2>>"$log" | tail -1) || [ -z "$line" ]; then
         echo "failed: micro-batch $b, $l layers ${rc:-(no recompute)}; see $log" >&2
         continue
       fi
