@@ -23,19 +23,8 @@ log=${out%.jsonl}.log
 : > "$out"
 : > "$log"
 
-# cpt links the CUDA 13 libraries that ship with the PyTorch install (cuBLAS, cuRAND, NVRTC,
-# cudart) and the driver's libcuda.
-libdirs=$(python3 - <<'PY'
-import glob, os, site
-dirs = set()
-for sp in site.getsitepackages() + [site.getusersitepackages()]:
-    for pattern in ("nvidia/**/lib*.so*", "torch/lib/lib*.so*"):
-        for f in glob.glob(os.path.join(sp, pattern), recursive=True):
-            dirs.add(os.path.dirname(f))
-print(":".join(sorted(dirs)))
-PY
-)
-export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cpt links the CUDA 13 libraries that ship with PyTorch, and the driver's libcuda.
+source "$root/scripts/cuda_libs.sh"
 device=${DEVICE:-cuda}
 if [ "$device" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"

@@ -17,8 +17,7 @@ out=${OUT:-$root/runs/smoke}
 if [ "$device" = cuda ]; then dtype=${DTYPE:-bf16}; else dtype=${DTYPE:-f32}; fi
 if [ "$device" = cuda ]; then
   # cpt links the CUDA 13 libraries that ship with PyTorch and the driver's libcuda.
-  libdirs=$(python3 -c "import glob,os,site;print(':'.join(sorted({os.path.dirname(f) for sp in site.getsitepackages() for f in glob.glob(os.path.join(sp,'nvidia/**/lib*.so*'),recursive=True)})))")
-  export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  source "$root/scripts/cuda_libs.sh"
 fi
 rm -rf "$out"
 common=(--config "$root/configs/tiny.yaml" --no-progress

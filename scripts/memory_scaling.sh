@@ -27,8 +27,7 @@ batches=${BATCHES:-1 2}
 mode=${MODE:-fused}
 if [ "$device" = cuda ]; then
   # the CUDA 13 libraries that ship with PyTorch, and the driver's libcuda
-  libdirs=$(python3 -c "import glob,os,site;print(':'.join(sorted({os.path.dirname(f) for sp in site.getsitepackages() for f in glob.glob(os.path.join(sp,'nvidia/**/lib*.so*'),recursive=True)})))")
-  export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  source "$root/scripts/cuda_libs.sh"
 fi
 out=$(mktemp)
 log=${LOG:-memory-scaling.log}
