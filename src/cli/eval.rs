@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use cpt::eval::benchmarks::{load_benchmark, BenchmarkKind};
 use cpt::eval::documents::{read_documents, TextSplit};
 use cpt::eval::loglik::EngineOptions;
-use cpt::eval::model_adapter::{parse_device, parse_dtype, CandleLm};
+use cpt::eval::model_adapter::CandleLm;
+use cpt::kernels::device_info;
+use cpt::model::io::parse_dtype;
 use cpt::eval::multiple_choice::{evaluate_benchmark, McOptions};
 use cpt::eval::perplexity::{aggregate, score_documents};
 use cpt::eval::report::{format_table, write_json, write_questions_jsonl, EvalReport, Timing};
@@ -98,8 +100,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         parsed.push((name.to_string(), path));
     }
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
+    let device = device_info::select(&args.device).context("--device")?;
+    let dtype = parse_dtype(&args.dtype).context("--dtype")?;
     let lm = CandleLm::load(&args.model, &device, dtype, args.max_len)?;
     let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let engine = EngineOptions { batch_tokens: args.batch_tokens.max(1) };

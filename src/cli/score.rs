@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use cpt::eval::documents::{read_documents, Document, TextSplit};
 use cpt::eval::entropy::select_by_entropy;
 use cpt::eval::loglik::EngineOptions;
-use cpt::eval::model_adapter::{parse_device, parse_dtype, CandleLm};
+use cpt::eval::model_adapter::CandleLm;
+use cpt::kernels::device_info;
+use cpt::model::io::parse_dtype;
 use cpt::eval::perplexity::score_documents;
 use cpt::eval::requests::TextEncoder;
 use cpt::eval::score::{score_prepared_source, summarize, write_scored_jsonl, ScoreFields};
@@ -82,8 +84,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     for p in &args.inputs {
         per_file.push((p.clone(), read_documents(p, &args.text_field, text_split)?));
     }
-    let device = parse_device(&args.device)?;
-    let lm = CandleLm::load(&args.model, &device, parse_dtype(&args.dtype)?, args.max_len)?;
+    let device = device_info::select(&args.device).context("--device")?;
+    let lm = CandleLm::load(&args.model, &device, parse_dtype(&args.dtype).context("--dtype")?, args.max_len)?;
     let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let engine = EngineOptions { batch_tokens: args.batch_tokens.max(1) };
     for dir in &args.shards {

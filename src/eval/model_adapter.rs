@@ -144,24 +144,3 @@ fn score_row(logits: &[f32], target: usize) -> TokenScore {
     TokenScore { logprob: logits[target] as f64 - lse, greedy: best == target, entropy }
 }
 
-/// `cpu`, `cuda` or `cuda:N` (the latter need a build with `--features cuda`).
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context("--device cuda (build with `--features cuda`)"),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Device::new_cuda(n).with_context(|| format!("--device {s} (build with `--features cuda`)")),
-            _ => bail!("--device {s:?}: expected cpu, cuda or cuda:N"),
-        },
-    }
-}
-
-/// Compute dtype of the forward: f32, bf16 or f16.
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        _ => bail!("--dtype {s:?}: expected f32, bf16 or f16"),
-    }
-}

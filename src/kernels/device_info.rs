@@ -21,6 +21,7 @@ pub fn select(name: &str) -> Result<Device> {
                 bail!("device `{name}`: this build of cpt has no CUDA support (build with --features cuda, see docs/cuda.md)")
             }
             Device::new_cuda(ordinal)
+                .map_err(|e| candle_core::Error::Msg(format!("device `{name}`: opening GPU {ordinal}: {e}")))
         }
     }
 }

@@ -516,15 +516,11 @@ fn resolve_resume(resume: &Resume, checkpoints: &Checkpoints) -> Result<Option<P
 
 fn select_device(cfg: &TrainConfig) -> Result<Device> {
     use crate::config::schema::DeviceKind;
-    match cfg.run.device {
-        DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda => {
-            if !candle_core::utils::cuda_is_available() {
-                bail!("run.device: cuda, but this build of cpt has no CUDA support (build with --features cuda)");
-            }
-            Ok(Device::new_cuda(0).context("run.device: cuda: opening GPU 0")?)
-        }
-    }
+    let name = match cfg.run.device {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Cuda => "cuda",
+    };
+    device_info::select(name).context("run.device")
 }
 
 /// Tokenizes the configured sources (reusing cached shards) and opens the sampler.
