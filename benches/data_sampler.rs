@@ -9,7 +9,7 @@ use anyhow::Result;
 use cpt::data::config::DataConfig;
 use cpt::data::manifest::{SourceManifest, TokenSettings, MANIFEST_VERSION};
 use cpt::data::prepare::PreparedData;
-use cpt::data::rng::SplitMix64;
+use cpt::util::rng::SplitMix64;
 use cpt::data::shards::{DocLabels, ShardWriter, SourceSummary};
 use cpt::data::{Sampler, Window};
 

@@ -2,7 +2,7 @@
 //! to hard or the reverse, cut into equal-count buckets that are each shuffled, so the
 //! order is easy-to-hard at bucket granularity and random inside a bucket.
 use super::config::CurriculumOrder;
-use super::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// A stream's documents sorted once; each epoch reshuffles within buckets only.
 #[derive(Debug, Clone)]

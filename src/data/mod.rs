@@ -5,8 +5,9 @@
 //! - `source`: JSONL / text / Parquet readers (gzip, zstd), globs and directories.
 //! - `tokenize`: the tokenizer as the pipeline uses it (BOS/EOS, content hash).
 //! - `shards`, `manifest`, `prepare`: token shards, their manifest, and `cpt prepare`.
-//! - `sampler`, `curriculum`, `mixing`, `rng`: windows from shards: stages, blending,
-//!   shuffling, packing, perplexity curriculum, topic re-weighting, exact resume.
+//! - `sampler`, `curriculum`, `mixing`: windows from shards: stages, blending, shuffling
+//!   (seeded streams of `util::rng`), packing, perplexity curriculum, topic re-weighting,
+//!   exact resume.
 //! - `inspect`: the data plan without training (`cpt data inspect`).
 pub mod config;
 pub mod curriculum;
@@ -14,7 +15,6 @@ pub mod inspect;
 pub mod manifest;
 pub mod mixing;
 pub mod prepare;
-pub mod rng;
 pub mod sampler;
 pub mod shards;
 pub mod source;

@@ -23,7 +23,7 @@ use super::config::{DataConfig, RepeatPolicy};
 use super::curriculum::Curriculum;
 use super::mixing::{self, MixingMemory, MixingUpdate};
 use super::prepare::PreparedData;
-use super::rng::{name_key, SplitMix64};
+use crate::util::rng::{name_key, SplitMix64};
 use super::shards::{ShardReader, NO_LABEL};
 
 pub const STATE_VERSION: u32 = 1;

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::ModelConfig;
-use super::init::{init_tensor, InitKind, SplitMix64};
+use super::init::{init_tensor, InitKind};
+use crate::util::rng::SplitMix64;
 use super::io;
 use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape};
 use super::ops;

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 use super::config::{Architecture, ModelConfig, RopeScaling};
+use crate::util::rng::SplitMix64;
 
 /// How a parameter starts (transformers `_init_weights` for these models).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,35 +17,6 @@ pub enum InitKind {
     Ones,
     /// Biases.
     Zeros,
-}
-
-/// SplitMix64: tiny, seedable, identical on every platform and device.
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn next_unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal pair (Box-Muller).
-    fn next_normal_pair(&mut self) -> (f64, f64) {
-        let r = (-2.0 * self.next_unit().ln()).sqrt();
-        let theta = 2.0 * std::f64::consts::PI * self.next_unit();
-        (r * theta.cos(), r * theta.sin())
-    }
 }
 
 /// A freshly initialised f32 tensor.

@@ -1,5 +1,7 @@
-//! Small shared helpers: atomic file and directory writes, progress bars, stop signals.
+//! Small shared helpers: atomic file and directory writes, progress bars, a seeded random
+//! stream, stop signals.
 pub mod atomic;
 pub mod progress;
+pub mod rng;
 pub mod signals;
 pub mod threads;

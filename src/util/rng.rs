@@ -1,9 +1,15 @@
-//! A small, platform-independent random stream for shuffles: SplitMix64 seeded by hashing
-//! the parts that name a shuffle (seed, source, stream, epoch, ...). Every order can be
-//! rebuilt from those parts alone, which is what makes resume exact without saving RNGs.
+//! A small, platform-independent random stream: SplitMix64. Shuffles seed it by hashing the
+//! parts that name them (seed, source, stream, epoch, ...), so every order can be rebuilt from
+//! those parts alone, which is what makes resume exact without saving RNGs; model
+//! initialisation seeds it directly.
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A stream started from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
     /// A stream named by `parts` (order matters).
     pub fn keyed(parts: &[u64]) -> Self {
         let mut bytes = Vec::with_capacity(parts.len() * 8);
@@ -24,6 +30,18 @@ impl SplitMix64 {
     /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift (bias below 2^-32 for our sizes).
     pub fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// Uniform in (0, 1].
+    pub fn next_unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal pair (Box-Muller).
+    pub fn next_normal_pair(&mut self) -> (f64, f64) {
+        let r = (-2.0 * self.next_unit().ln()).sqrt();
+        let theta = 2.0 * std::f64::consts::PI * self.next_unit();
+        (r * theta.cos(), r * theta.sin())
     }
 
     /// Fisher-Yates shuffle.
