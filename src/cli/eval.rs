@@ -7,21 +7,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use cpt::eval::benchmarks::{load_benchmark, BenchmarkKind};
 use cpt::eval::documents::{read_documents, TextSplit};
-use cpt::eval::loglik::EngineOptions;
-use cpt::eval::model_adapter::CandleLm;
-use cpt::kernels::device_info;
-use cpt::model::io::parse_dtype;
 use cpt::eval::multiple_choice::{evaluate_benchmark, McOptions};
 use cpt::eval::perplexity::{aggregate, score_documents};
 use cpt::eval::report::{format_table, write_json, write_questions_jsonl, EvalReport, Timing};
 use cpt::eval::templates::PromptStyle;
-use cpt::model::Tokenizer;
+use super::scoring_model::{ScoringModel, ScoringModelArgs};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Model directory in Hugging Face layout (config.json, safetensors, tokenizer.json).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ScoringModelArgs,
     /// `mmlu=DIR`, `ceval=DIR`, `cmmlu=DIR` (released layouts) or `ppl=FILE` (JSONL or
     /// text: loss, perplexity, bits per byte). Repeat for several.
     #[arg(long = "task", required = true)]
@@ -44,16 +39,6 @@ pub struct EvalArgs {
     /// Tokenize prompts with special tokens (BOS): auto (official: yes, lm-eval: no), yes, no.
     #[arg(long, default_value = "auto")]
     add_bos: String,
-    /// Context length (default: the model's max_position_embeddings).
-    #[arg(long)]
-    max_len: Option<usize>,
-    /// Padded tokens per forward pass.
-    #[arg(long, default_value_t = 4096)]
-    batch_tokens: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// JSONL field holding the text of perplexity documents.
     #[arg(long, default_value = "text")]
     text_field: String,
@@ -100,16 +85,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         parsed.push((name.to_string(), path));
     }
-    let device = device_info::select(&args.device).context("--device")?;
-    let dtype = parse_dtype(&args.dtype).context("--dtype")?;
-    let lm = CandleLm::load(&args.model, &device, dtype, args.max_len)?;
-    let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    let engine = EngineOptions { batch_tokens: args.batch_tokens.max(1) };
+    let ScoringModel { lm, tokenizer: tok, engine } = args.model.load()?;
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
 
-    let mut report = EvalReport { model: args.model.display().to_string(), ..Default::default() };
+    let mut report = EvalReport { model: args.model.model.display().to_string(), ..Default::default() };
     for (name, path) in parsed {
         if name == "ppl" {
             let docs: Vec<String> = read_documents(&path, &args.text_field, text_split)?.into_iter().map(|d| d.text).collect();
@@ -127,7 +108,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         let kind: BenchmarkKind = name.parse().with_context(|| format!("--task {name}=..."))?;
         let bench = load_benchmark(kind, &path, args.split.as_deref(), args.subjects.as_deref())?;
-        let opts = McOptions { style, shots: args.shots, add_special, max_len: args.max_len, limit: args.limit, engine };
+        let opts = McOptions { style, shots: args.shots, add_special, max_len: args.model.max_len, limit: args.limit, engine };
         let bar = progress(0, kind.name());
         let start = Instant::now();
         let run = evaluate_benchmark(&lm, &tok, &bench, &opts, &mut |done, total| {

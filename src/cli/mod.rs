@@ -6,6 +6,7 @@ pub mod init;
 pub mod plot;
 pub mod prepare;
 pub mod score;
+mod scoring_model;
 pub mod sweep;
 pub mod train;
 pub mod vocab;

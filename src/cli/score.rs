@@ -7,20 +7,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use cpt::eval::documents::{read_documents, Document, TextSplit};
 use cpt::eval::entropy::select_by_entropy;
-use cpt::eval::loglik::EngineOptions;
-use cpt::eval::model_adapter::CandleLm;
-use cpt::kernels::device_info;
-use cpt::model::io::parse_dtype;
 use cpt::eval::perplexity::score_documents;
 use cpt::eval::requests::TextEncoder;
 use cpt::eval::score::{score_prepared_source, summarize, write_scored_jsonl, ScoreFields};
-use cpt::model::Tokenizer;
+use super::scoring_model::{ScoringModel, ScoringModelArgs};
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
-    /// Model directory in Hugging Face layout.
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ScoringModelArgs,
     /// Corpus files: JSONL (`.jsonl`, `.json`) or text, optionally `.gz`/`.zst`.
     #[arg(long = "input", required_unless_present = "shards")]
     inputs: Vec<PathBuf>,
@@ -39,14 +34,6 @@ pub struct ScoreArgs {
     /// Field that receives the perplexity (the data config's `score_field`).
     #[arg(long, default_value = "score")]
     score_field: String,
-    #[arg(long)]
-    max_len: Option<usize>,
-    #[arg(long, default_value_t = 4096)]
-    batch_tokens: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// MindLLM data-entropy selection: cluster the documents' mean losses with k-means and
     /// write the band above the model's entropy to `selected.jsonl`.
     #[arg(long)]
@@ -84,10 +71,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     for p in &args.inputs {
         per_file.push((p.clone(), read_documents(p, &args.text_field, text_split)?));
     }
-    let device = device_info::select(&args.device).context("--device")?;
-    let lm = CandleLm::load(&args.model, &device, parse_dtype(&args.dtype).context("--dtype")?, args.max_len)?;
-    let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    let engine = EngineOptions { batch_tokens: args.batch_tokens.max(1) };
+    let ScoringModel { lm, tokenizer: tok, engine } = args.model.load()?;
     for dir in &args.shards {
         let bar = windows_bar();
         let scores = score_prepared_source(&lm, dir, tok.prefix_token(), usize::MAX, engine, &mut |done, total| {
