@@ -1,10 +1,10 @@
 //! `cpt data inspect --config FILE`: the data plan per stage without training.
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 use cpt::data::inspect::{format_inspect, inspect};
 use cpt::data::prepare::{prepare, PrepareOptions, PreparedData};
+
+use super::prepare::{DataInput, DataInputArgs};
 
 #[derive(clap::Subcommand)]
 pub enum DataCommand {
@@ -14,15 +14,8 @@ pub enum DataCommand {
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// A training config or a standalone data config.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Shard cache directory (default: `data.cache_dir`, else `data-cache` beside the run).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// tokenizer.json or a model directory (default: `data.tokenizer`, else `model.path`).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: DataInputArgs,
     /// Window length (default: the config's `batch.seq_len`, else 2048).
     #[arg(long)]
     pub seq_len: Option<usize>,
@@ -44,8 +37,7 @@ pub fn run(command: DataCommand) -> Result<()> {
 }
 
 fn run_inspect(args: InspectArgs) -> Result<()> {
-    let (loaded, tok) = super::prepare::load(&args.config, args.tokenizer)?;
-    let cache_dir = args.cache_dir.unwrap_or_else(|| loaded.cache_dir());
+    let DataInput { loaded, tokenizer: tok, cache_dir } = args.input.load()?;
     // Prepared shards are reused; anything missing or stale is (re)built first.
     let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: !args.json, force: false };
     prepare(&loaded.data, &tok, &opts)?;

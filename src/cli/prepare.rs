@@ -3,12 +3,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use cpt::data::config::DataConfig;
+use cpt::data::config::{DataConfig, LoadedDataConfig};
 use cpt::data::prepare::{format_report, prepare, PrepareOptions};
 use cpt::data::tokenize::{SpecialOverrides, TextTokenizer};
 
+/// Which data, tokenizer and shard cache `prepare` and `data inspect` work on.
 #[derive(clap::Args)]
-pub struct PrepareArgs {
+pub struct DataInputArgs {
     /// A training config (its `model.path` and `data:` section) or a standalone data config.
     #[arg(long)]
     pub config: PathBuf,
@@ -18,6 +19,32 @@ pub struct PrepareArgs {
     /// tokenizer.json or a model directory (default: `data.tokenizer`, else `model.path`).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+}
+
+/// The loaded data config, its tokenizer and the shard cache directory.
+pub struct DataInput {
+    pub loaded: LoadedDataConfig,
+    pub tokenizer: TextTokenizer,
+    pub cache_dir: PathBuf,
+}
+
+impl DataInputArgs {
+    pub fn load(&self) -> Result<DataInput> {
+        let loaded = DataConfig::load(&self.config)?;
+        let path = self.tokenizer.clone().or_else(|| loaded.tokenizer_path().map(PathBuf::from)).with_context(|| {
+            format!("{}: no tokenizer: set `data.tokenizer` or `model.path`, or pass --tokenizer", self.config.display())
+        })?;
+        let overrides = SpecialOverrides { bos_token: loaded.data.bos_token.clone(), eos_token: loaded.data.eos_token.clone() };
+        let tokenizer = TextTokenizer::load(&path, &overrides)?;
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(|| loaded.cache_dir());
+        Ok(DataInput { loaded, tokenizer, cache_dir })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub input: DataInputArgs,
     /// Rebuild every source even when its manifest matches.
     #[arg(long)]
     pub force: bool,
@@ -29,22 +56,10 @@ pub struct PrepareArgs {
     pub quiet: bool,
 }
 
-/// Loads the config and the tokenizer the way `prepare` and `data inspect` both need.
-pub fn load(config: &std::path::Path, tokenizer: Option<PathBuf>) -> Result<(cpt::data::config::LoadedDataConfig, TextTokenizer)> {
-    let loaded = DataConfig::load(config)?;
-    let path = tokenizer.or_else(|| loaded.tokenizer_path().map(PathBuf::from)).with_context(|| {
-        format!("{}: no tokenizer: set `data.tokenizer` or `model.path`, or pass --tokenizer", config.display())
-    })?;
-    let overrides = SpecialOverrides { bos_token: loaded.data.bos_token.clone(), eos_token: loaded.data.eos_token.clone() };
-    let tok = TextTokenizer::load(&path, &overrides)?;
-    Ok((loaded, tok))
-}
-
 pub fn run(args: PrepareArgs) -> Result<()> {
-    let (loaded, tok) = load(&args.config, args.tokenizer)?;
-    let cache_dir = args.cache_dir.unwrap_or_else(|| loaded.cache_dir());
+    let DataInput { loaded, tokenizer, cache_dir } = args.input.load()?;
     let opts = PrepareOptions { cache_dir, progress: !args.quiet && !args.json, force: args.force };
-    let report = prepare(&loaded.data, &tok, &opts)?;
+    let report = prepare(&loaded.data, &tokenizer, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
