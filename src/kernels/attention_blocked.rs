@@ -9,11 +9,12 @@
 //! arithmetic runs: here on tensor cores, there in a hand-written tiled kernel.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::attention::check_qkv;
 use super::host::{from_f32_vec, tensor_f32_cpu, tensor_u32_cpu, to_f32_vec};
+use super::precomputed::Precomputed;
 
 /// Attention of `q` (`[B, Hq, T, D]`) over `k`, `v` (`[B, Hkv, T, D]`), causal, with an
 /// optional document mask (`segments` `[B, T]` u32), computed `q_block` query rows at a time.
@@ -49,7 +50,7 @@ pub fn blocked_attention(
         lses.push(lse);
     }
     let out = Tensor::cat(&outs, 2)?;
-    q.apply_op3(&k, &v, BlockedAttention { plan, out: std::sync::Mutex::new(Some(out)), lses })
+    q.apply_op3(&k, &v, BlockedAttention { plan, out: Precomputed::new("blocked attention", out), lses })
 }
 
 #[derive(Clone)]
@@ -117,19 +118,9 @@ impl Plan {
 /// Identity over the precomputed output; the backward recomputes slab by slab.
 struct BlockedAttention {
     plan: Plan,
-    /// The output until the op's forward copies it out (then dropped).
-    out: std::sync::Mutex<Option<Tensor>>,
+    /// The output, handed to candle once by the op's forward.
+    out: Precomputed,
     lses: Vec<Tensor>,
-}
-
-impl BlockedAttention {
-    fn take_out(&self) -> Result<Tensor> {
-        self.out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("blocked attention: poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("blocked attention: forward ran twice".into()))
-    }
 }
 
 impl CustomOp3 for BlockedAttention {
@@ -146,12 +137,7 @@ impl CustomOp3 for BlockedAttention {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = self.take_out()?;
-        let (storage, layout) = out.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => Ok((copy_whole(s.try_clone(layout)?, layout)?, layout.shape().clone())),
-            _ => bail!("blocked attention: output on another device"),
-        }
+        self.out.cpu()
     }
 
     #[cfg(feature = "cuda")]
@@ -164,15 +150,7 @@ impl CustomOp3 for BlockedAttention {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let out = self.take_out()?;
-        let (storage, layout) = out.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => {
-                check_whole(layout)?;
-                Ok((s.try_clone(layout)?, layout.shape().clone()))
-            }
-            _ => bail!("blocked attention: output on another device"),
-        }
+        self.out.cuda()
     }
 
     fn bwd(
@@ -215,18 +193,6 @@ impl CustomOp3 for BlockedAttention {
         let dtype = q.dtype();
         Ok((Some(Tensor::cat(&dq, 2)?), Some(dk.to_dtype(dtype)?), Some(dv.to_dtype(dtype)?)))
     }
-}
-
-fn check_whole(l: &Layout) -> Result<()> {
-    match l.contiguous_offsets() {
-        Some((0, end)) if end == l.shape().elem_count() => Ok(()),
-        _ => bail!("blocked attention: output must be one contiguous buffer"),
-    }
-}
-
-fn copy_whole(s: CpuStorage, l: &Layout) -> Result<CpuStorage> {
-    check_whole(l)?;
-    Ok(s)
 }
 
 /// Slab element `(row, j)`: is key j visible to the row's query?

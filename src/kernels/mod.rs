@@ -29,6 +29,7 @@ pub(crate) mod cuda;
 pub mod device_info;
 pub mod dispatch;
 mod host;
+mod precomputed;
 pub mod recompute;
 pub mod rms_norm;
 pub mod rope;

@@ -14,7 +14,9 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, Var};
+
+use super::precomputed::Precomputed;
 
 type BlockFn = dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync;
 
@@ -72,7 +74,7 @@ where
 {
     let block: Arc<BlockFn> = Arc::new(block);
     let y = block(&x.detach())?.detach().contiguous()?;
-    let op = Recompute { block, params: params.to_vec(), sink: sink.clone(), output: Mutex::new(Some(y)) };
+    let op = Recompute { block, params: params.to_vec(), sink: sink.clone(), output: Precomputed::new("recompute", y) };
     x.apply_op1(op)
 }
 
@@ -80,19 +82,8 @@ struct Recompute {
     block: Arc<BlockFn>,
     params: Vec<Var>,
     sink: GradSink,
-    /// The block's output until the op's forward copies it out (then dropped, so only the
-    /// op's own output stays alive).
-    output: Mutex<Option<Tensor>>,
-}
-
-impl Recompute {
-    fn take_output(&self) -> Result<Tensor> {
-        self.output
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("recompute: poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("recompute: forward ran twice".into()))
-    }
+    /// The block's output, handed to candle once by the op's forward.
+    output: Precomputed,
 }
 
 impl CustomOp1 for Recompute {
@@ -101,26 +92,12 @@ impl CustomOp1 for Recompute {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let y = self.take_output()?;
-        let (storage, layout) = y.storage_and_layout();
-        whole_storage(layout)?;
-        match &*storage {
-            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => bail!("recompute: block output on another device than its input"),
-        }
+        self.output.cpu()
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let y = self.take_output()?;
-        let (storage, layout) = y.storage_and_layout();
-        whole_storage(layout)?;
-        match &*storage {
-            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => bail!("recompute: block output on another device than its input"),
-        }
+        self.output.cuda()
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -138,14 +115,5 @@ impl CustomOp1 for Recompute {
             None => x.zeros_like()?,
         };
         Ok(Some(dx))
-    }
-}
-
-/// The identity forward copies the whole storage: the block's output must be one fresh
-/// contiguous buffer (it is: `recompute` makes it so).
-fn whole_storage(l: &Layout) -> Result<()> {
-    match l.contiguous_offsets() {
-        Some((0, end)) if end == l.shape().elem_count() => Ok(()),
-        _ => bail!("recompute: block output must be a fresh contiguous tensor"),
     }
 }
