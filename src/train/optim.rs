@@ -59,6 +59,30 @@ pub fn decays(name: &str, rank: usize, decay_embeddings: bool) -> bool {
     true
 }
 
+/// The masks of a `freeze:` phase for parameters `names`: only the embeddings and
+/// `lm_head` train (`Embeddings`), or only their rows listed in `new_rows` (`NewVocabRows`).
+pub fn freeze_masks(
+    names: &[String],
+    target: crate::config::FreezeTarget,
+    new_rows: &[u32],
+) -> Result<Vec<(String, UpdateMask)>> {
+    use crate::config::FreezeTarget;
+    let mut trainable = 0;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let is_vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+        let mask = match (is_vocab, target) {
+            (false, _) => UpdateMask::Frozen,
+            (true, FreezeTarget::Embeddings) => UpdateMask::All,
+            (true, FreezeTarget::NewVocabRows) => UpdateMask::Rows(new_rows.to_vec()),
+        };
+        trainable += is_vocab as usize;
+        out.push((name.clone(), mask));
+    }
+    ensure!(trainable > 0, "freeze: the model has no embed_tokens.weight or lm_head.weight parameter");
+    Ok(out)
+}
+
 /// Gradients of the trainable parameters, in the parameters' order (None: no gradient).
 #[derive(Debug, Clone)]
 pub struct Grads {
@@ -129,6 +153,13 @@ impl Grads {
     /// that is below 1. Returns the norm before clipping.
     pub fn clip_global_norm(&mut self, max_norm: f64) -> Result<f64> {
         let norm = self.global_norm()?;
+        self.clip_to(norm, max_norm)?;
+        Ok(norm)
+    }
+
+    /// The scaling of [`Grads::clip_global_norm`] for a norm computed elsewhere (the sum of
+    /// every rank's shard when the gradients are sharded).
+    pub fn clip_to(&mut self, norm: f64, max_norm: f64) -> Result<()> {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 && norm.is_finite() {
             // torch computes the coefficient in f32 before multiplying.
@@ -139,7 +170,7 @@ impl Grads {
                 }
             }
         }
-        Ok(norm)
+        Ok(())
     }
 }
 
@@ -254,6 +285,14 @@ impl Optimizer {
         &self.settings
     }
 
+    /// Put a parameter in or out of the weight-decay group (for slices of parameters,
+    /// whose own shape no longer tells).
+    pub fn set_decay(&mut self, name: &str, decay: bool) -> Result<()> {
+        let slot = self.slots.iter_mut().find(|s| s.name == name).with_context(|| format!("unknown parameter {name}"))?;
+        slot.decay = decay;
+        Ok(())
+    }
+
     /// Whether the named parameter is in the weight-decay group.
     pub fn is_decayed(&self, name: &str) -> Option<bool> {
         self.slots.iter().find(|s| s.name == name).map(|s| s.decay)
@@ -283,20 +322,10 @@ impl Optimizer {
     /// (`Embeddings`), or only their rows listed in `new_rows` (`NewVocabRows`, after a
     /// vocabulary extension); everything else is frozen. `clear_masks` ends the phase.
     pub fn freeze_for(&mut self, target: crate::config::FreezeTarget, new_rows: &[u32]) -> Result<()> {
-        use crate::config::FreezeTarget;
         let names: Vec<String> = self.param_names().map(str::to_string).collect();
-        let mut trainable = 0;
-        for name in names {
-            let is_vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
-            let mask = match (is_vocab, target) {
-                (false, _) => UpdateMask::Frozen,
-                (true, FreezeTarget::Embeddings) => UpdateMask::All,
-                (true, FreezeTarget::NewVocabRows) => UpdateMask::Rows(new_rows.to_vec()),
-            };
-            trainable += is_vocab as usize;
+        for (name, mask) in freeze_masks(&names, target, new_rows)? {
             self.set_mask(&name, mask)?;
         }
-        ensure!(trainable > 0, "freeze: the model has no embed_tokens.weight or lm_head.weight parameter");
         Ok(())
     }
 
