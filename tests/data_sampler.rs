@@ -376,3 +376,22 @@ fn unknown_names_in_stages_are_errors_with_the_field_path() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("stages[0].tokens"), "{err:#}");
 }
+
+#[test]
+fn ranks_split_each_step_exactly_as_one_rank_draws_it() {
+    use cpt::data::RankSlice;
+    let c = corpus(60);
+    let cfg = resume_config(&c);
+    let (per_rank, world, steps) = (3usize, 3usize, 40);
+    let mut one = Sampler::new(&cfg, open(&c, &cfg), 250, 5).unwrap();
+    let mut ranks: Vec<Sampler> = (0..world).map(|_| Sampler::new(&cfg, open(&c, &cfg), 250, 5).unwrap()).collect();
+    for step in 0..steps {
+        let global = RankSlice::all().draw_step(&mut one, per_rank * world).unwrap();
+        for (r, sampler) in ranks.iter_mut().enumerate() {
+            let mine = RankSlice { rank: r, world }.draw_step(sampler, per_rank).unwrap();
+            assert_eq!(mine, global[r * per_rank..(r + 1) * per_rank].to_vec(), "step {step}, rank {r}");
+            // Skipping leaves exactly the state drawing would: one sampler state for all ranks.
+            assert_eq!(sampler.state(), one.state(), "step {step}, rank {r}");
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! - `sampler`, `curriculum`, `mixing`: windows from shards: stages, blending, shuffling
 //!   (seeded streams of `util::rng`), packing, perplexity curriculum, topic re-weighting,
 //!   exact resume.
+//! - `rank_slice`: each rank's share of the window stream in a multi-rank run.
 //! - `inspect`: the data plan without training (`cpt data inspect`).
 pub mod config;
 pub mod curriculum;
@@ -15,6 +16,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod mixing;
 pub mod prepare;
+pub mod rank_slice;
 pub mod sampler;
 pub mod shards;
 pub mod source;
@@ -22,5 +24,6 @@ pub mod tokenize;
 
 pub use config::DataConfig;
 pub use prepare::{prepare, PrepareOptions, PrepareReport, PreparedData};
+pub use rank_slice::RankSlice;
 pub use sampler::{RestoreReport, Sampler, SamplerState, Window};
 pub use tokenize::TextTokenizer;

@@ -327,6 +327,21 @@ impl Sampler {
 
     /// The next window, reusing `out`'s buffers.
     pub fn next_window_into(&mut self, out: &mut Window) -> Result<()> {
+        self.advance(Some(out))
+    }
+
+    /// Moves past the next `n` windows without reading their tokens: the state afterwards
+    /// is exactly the state after drawing them (how a rank passes over the windows of the
+    /// global stream that other ranks train on).
+    pub fn skip_windows(&mut self, n: u64) -> Result<()> {
+        for _ in 0..n {
+            self.advance(None)?;
+        }
+        Ok(())
+    }
+
+    /// Draws the next window into `out`, or only advances past it.
+    fn advance(&mut self, mut out: Option<&mut Window>) -> Result<()> {
         let stage = self.stage_at(self.tokens);
         if stage != self.stage {
             self.stage = stage;
@@ -334,9 +349,11 @@ impl Sampler {
         }
         let source = self.pick_source();
         self.check_cap(source)?;
-        self.fill(source, out)?;
-        out.source = source;
-        out.stage = stage;
+        self.fill(source, out.as_deref_mut())?;
+        if let Some(out) = out {
+            out.source = source;
+            out.stage = stage;
+        }
         self.blend_counts[source] += 1;
         self.windows += 1;
         self.tokens += self.seq_len as u64;
@@ -394,11 +411,16 @@ impl Sampler {
         Ok(())
     }
 
-    fn fill(&mut self, i: usize, out: &mut Window) -> Result<()> {
-        out.tokens.clear();
-        out.doc_starts.clear();
-        out.topics.clear();
-        let mut need = self.seq_len + 1;
+    /// Walks the documents of source `i` for one window, copying the tokens into `out`
+    /// when there is one.
+    fn fill(&mut self, i: usize, mut out: Option<&mut Window>) -> Result<()> {
+        if let Some(out) = out.as_deref_mut() {
+            out.tokens.clear();
+            out.doc_starts.clear();
+            out.topics.clear();
+        }
+        let full = self.seq_len + 1;
+        let mut need = full;
         loop {
             let pending = match self.sources[i].pending.take() {
                 Some(p) => p,
@@ -407,13 +429,15 @@ impl Sampler {
             let src = &self.sources[i];
             let shard = self.data.source(i);
             let doc = shard.doc(pending.doc as usize);
-            if out.tokens.is_empty() || pending.offset == 0 {
-                out.doc_starts.push(out.tokens.len() as u32);
-                out.topics.push(label(&src.topic_map, doc.topic));
-            }
             let left = (doc.len - pending.offset) as usize;
             let take = need.min(left);
-            shard.extend_tokens(doc.start + pending.offset as u64, take, &mut out.tokens);
+            if let Some(out) = out.as_deref_mut() {
+                if need == full || pending.offset == 0 {
+                    out.doc_starts.push((full - need) as u32);
+                    out.topics.push(label(&src.topic_map, doc.topic));
+                }
+                shard.extend_tokens(doc.start + pending.offset as u64, take, &mut out.tokens);
+            }
             need -= take;
             if need == 0 {
                 // The window's last token opens the next window of this source.

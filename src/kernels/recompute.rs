@@ -65,6 +65,15 @@ impl GradSink {
     }
 }
 
+/// A block whose forward can run twice (once for its output, again in the backward) and
+/// whose parameters' gradients go somewhere of its choosing.
+pub trait Block: Send + Sync {
+    /// `x -> y`, returning the variables it read (their gradients are asked for).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Vec<Var>)>;
+    /// The gradients of the variables of one recomputed forward, after its backward.
+    fn param_grads(&self, grads: Vec<(Var, Tensor)>) -> Result<()>;
+}
+
 /// Runs `block(x)` keeping only its output; the backward recomputes the block.
 /// `params` are the variables the block reads (their gradients go to `sink`).
 /// The block must be deterministic (no dropout), as the recomputation must match.
@@ -73,15 +82,39 @@ where
     F: Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
 {
     let block: Arc<BlockFn> = Arc::new(block);
-    let y = block(&x.detach())?.detach().contiguous()?;
-    let op = Recompute { block, params: params.to_vec(), sink: sink.clone(), output: Precomputed::new("recompute", y) };
+    recompute_block(x, Arc::new(FixedParams { block, params: params.to_vec(), sink: sink.clone() }))
+}
+
+/// As [`recompute`] for a [`Block`] that finds its parameters itself (e.g. gathers them
+/// from other ranks for each run) and disposes of their gradients itself.
+pub fn recompute_block(x: &Tensor, block: Arc<dyn Block>) -> Result<Tensor> {
+    let (y, _) = block.forward(&x.detach())?;
+    let op = Recompute { block, output: Precomputed::new("recompute", y.detach().contiguous()?) };
     x.apply_op1(op)
 }
 
-struct Recompute {
+/// A block over a fixed set of variables whose gradients go to a [`GradSink`].
+struct FixedParams {
     block: Arc<BlockFn>,
     params: Vec<Var>,
     sink: GradSink,
+}
+
+impl Block for FixedParams {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Vec<Var>)> {
+        Ok(((self.block)(x)?, self.params.clone()))
+    }
+
+    fn param_grads(&self, grads: Vec<(Var, Tensor)>) -> Result<()> {
+        for (var, g) in grads {
+            self.sink.add(&var, g)?;
+        }
+        Ok(())
+    }
+}
+
+struct Recompute {
+    block: Arc<dyn Block>,
     /// The block's output, handed to candle once by the op's forward.
     output: Precomputed,
 }
@@ -102,14 +135,11 @@ impl CustomOp1 for Recompute {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let x_var = Var::from_tensor(&x.detach())?;
-        let y = (self.block)(x_var.as_tensor())?;
+        let (y, params) = self.block.forward(x_var.as_tensor())?;
         // d(sum(y * g))/dy = g: backpropagates exactly the incoming gradient.
         let grads = (y * grad.detach())?.sum_all()?.backward()?;
-        for var in &self.params {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                self.sink.add(var, g.clone())?;
-            }
-        }
+        let param_grads = params.iter().filter_map(|v| grads.get(v.as_tensor()).map(|g| (v.clone(), g.clone()))).collect();
+        self.block.param_grads(param_grads)?;
         let dx = match grads.get(x_var.as_tensor()) {
             Some(g) => g.clone(),
             None => x.zeros_like()?,

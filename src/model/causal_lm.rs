@@ -11,11 +11,11 @@ use super::config::ModelConfig;
 use super::init::{init_tensor, InitKind};
 use crate::util::rng::SplitMix64;
 use super::io;
-use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape};
+use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape, LayerWeights};
 use super::ops;
 use super::packing::Packing;
 use crate::kernels::dispatch::{self, AttentionMask, Rope};
-use crate::kernels::recompute::{recompute, GradSink};
+use crate::kernels::recompute::{recompute, recompute_block, Block, GradSink};
 use crate::kernels::KernelSettings;
 
 /// Files copied next to the weights by `save_pretrained` when present in the source dir.
@@ -61,6 +61,9 @@ pub struct CausalLm {
     inv_freq: Vec<f32>,
     kernels: KernelSettings,
     source_dir: Option<PathBuf>,
+    /// Set when the decoder layers' weights live elsewhere (ZeRO-3): `layers` is then empty
+    /// and `params` holds only the other parameters.
+    layer_source: Option<Arc<dyn LayerWeights>>,
 }
 
 impl std::fmt::Debug for CausalLm {
@@ -250,23 +253,7 @@ impl CausalLm {
         let get = |n: &str| -> Var { (*by_name.get(n).expect("parameter from specs")).clone() };
         let opt = |n: &str| -> Option<Var> { by_name.get(n).map(|v| (*v).clone()) };
         let layers = (0..config.num_hidden_layers)
-            .map(|l| {
-                let p = |s: &str| format!("model.layers.{l}.{s}");
-                LayerParams {
-                    input_norm: get(&p("input_layernorm.weight")),
-                    q: get(&p("self_attn.q_proj.weight")),
-                    k: get(&p("self_attn.k_proj.weight")),
-                    v: get(&p("self_attn.v_proj.weight")),
-                    q_bias: opt(&p("self_attn.q_proj.bias")),
-                    k_bias: opt(&p("self_attn.k_proj.bias")),
-                    v_bias: opt(&p("self_attn.v_proj.bias")),
-                    o: get(&p("self_attn.o_proj.weight")),
-                    post_norm: get(&p("post_attention_layernorm.weight")),
-                    gate: get(&p("mlp.gate_proj.weight")),
-                    up: get(&p("mlp.up_proj.weight")),
-                    down: get(&p("mlp.down_proj.weight")),
-                }
-            })
+            .map(|l| LayerParams::from_lookup(l, opt).expect("layer parameters from specs"))
             .collect();
         let embed = get("model.embed_tokens.weight");
         let final_norm = get("model.norm.weight");
@@ -284,6 +271,7 @@ impl CausalLm {
             inv_freq,
             kernels: KernelSettings::default(),
             source_dir: None,
+            layer_source: None,
         })
     }
 
@@ -309,8 +297,29 @@ impl CausalLm {
         &self.params
     }
 
+    /// Every parameter of the model, including decoder layers held elsewhere (ZeRO-3).
     pub fn num_parameters(&self) -> usize {
-        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+        let resident: usize = self.params.iter().map(|(_, v)| v.elem_count()).sum();
+        match self.layer_source {
+            None => resident,
+            Some(_) => parameter_specs(&self.config).iter().map(|(_, shape, _)| shape.iter().product::<usize>()).sum(),
+        }
+    }
+
+    /// Hands the decoder layers' weights to `source` (ZeRO-3): the model drops its own
+    /// copies, gathers each layer's weights from `source` when it runs (in training, inside
+    /// the per-layer recomputation: once for the forward, again for the backward) and hands
+    /// the layer's gradients back to it. `named_parameters` then lists the other parameters
+    /// only. Needs recomputation for training.
+    pub fn release_layers(&mut self, source: Arc<dyn LayerWeights>) {
+        self.layers.clear();
+        self.params.retain(|(name, _)| !name.starts_with("model.layers."));
+        self.layer_source = Some(source);
+    }
+
+    /// Whether the decoder layers' weights are held elsewhere (see `release_layers`).
+    pub fn layers_released(&self) -> bool {
+        self.layer_source.is_some()
     }
 
     /// The implementation of the ops (composed or fused, recomputation): see
@@ -429,6 +438,20 @@ impl CausalLm {
             .index_select(&ids.flatten_all()?, 0)?
             .to_dtype(self.compute_dtype)?
             .reshape((b, t, self.config.hidden_size))?;
+        if let Some(source) = &self.layer_source {
+            for l in 0..self.config.num_hidden_layers {
+                x = match graph {
+                    Graph::Recompute(_) => {
+                        recompute_block(
+                        &x,
+                        Arc::new(GatheredLayer { ctx: ctx.clone(), layer: l, source: Arc::clone(source), names: Default::default() }),
+                    )?
+                    }
+                    Graph::Discard => decoder_layer(&ctx, &gather_layer(source.as_ref(), l)?, &x)?.detach(),
+                    Graph::Keep => bail!("the decoder layers' weights are sharded (ZeRO-3): training needs kernels.recompute: true"),
+                };
+            }
+        }
         for layer in &self.layers {
             x = match graph {
                 Graph::Keep => decoder_layer(&ctx, layer, &x)?,
@@ -450,13 +473,22 @@ impl CausalLm {
     /// Writes an HF model directory: config.json, safetensors (sharded with an index above
     /// `max_shard_bytes`) in `opts.dtype`, and the tokenizer / generation config files.
     pub fn save_pretrained(&self, dir: &Path, opts: &SaveOptions) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if self.layer_source.is_some() {
+            bail!("the decoder layers' weights are sharded (ZeRO-3): gather them and use save_pretrained_tensors");
+        }
         let tensors: Vec<(String, Tensor)> = self
             .params
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
             .collect();
-        io::save_safetensors_dir(dir, &tensors, opts.dtype, opts.max_shard_bytes)?;
+        self.save_pretrained_tensors(dir, &tensors, opts)
+    }
+
+    /// As [`CausalLm::save_pretrained`] with the weights given (every parameter by HF name,
+    /// e.g. the f32 master weights gathered from the ranks of a sharded run).
+    pub fn save_pretrained_tensors(&self, dir: &Path, tensors: &[(String, Tensor)], opts: &SaveOptions) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        io::save_safetensors_dir(dir, tensors, opts.dtype, opts.max_shard_bytes)?;
         let config = self
             .config
             .to_hf_json_with_dtype(io::torch_dtype_name(opts.dtype));
@@ -467,6 +499,51 @@ impl CausalLm {
             copy_assets(src, dir)?;
         }
         Ok(())
+    }
+}
+
+/// Layer `l`'s weights from a [`LayerWeights`] source, as fresh variables.
+fn gather_layer(source: &dyn LayerWeights, l: usize) -> candle_core::Result<LayerParams> {
+    let tensors = source.gather(l)?;
+    let vars: HashMap<&str, Var> =
+        tensors.iter().map(|(n, t)| Ok((n.as_str(), Var::from_tensor(t)?))).collect::<candle_core::Result<_>>()?;
+    LayerParams::from_lookup(l, |n| vars.get(n).cloned())
+        .ok_or_else(|| candle_core::Error::Msg(format!("the weights gathered for layer {l} miss a parameter")))
+}
+
+/// A decoder layer whose weights are gathered for each run of it (ZeRO-3): the forward
+/// gathers, computes and drops them; the backward's recomputation gathers them again and
+/// hands the gradients straight back to the source.
+struct GatheredLayer {
+    ctx: LayerContext,
+    layer: usize,
+    source: Arc<dyn LayerWeights>,
+    /// The names of the variables of the latest gather (the backward's gradients are
+    /// reported by variable).
+    names: std::sync::Mutex<Vec<(candle_core::TensorId, String)>>,
+}
+
+impl Block for GatheredLayer {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Vec<Var>)> {
+        let params = gather_layer(self.source.as_ref(), self.layer)?;
+        let named = params.named_vars(self.layer);
+        if let Ok(mut names) = self.names.lock() {
+            *names = named.iter().map(|(n, v)| (v.as_tensor().id(), n.clone())).collect();
+        }
+        Ok((decoder_layer(&self.ctx, &params, x)?, named.into_iter().map(|(_, v)| v).collect()))
+    }
+
+    fn param_grads(&self, grads: Vec<(Var, Tensor)>) -> candle_core::Result<()> {
+        let names = self.names.lock().map_err(|_| candle_core::Error::Msg("layer names poisoned".into()))?;
+        let named = grads
+            .into_iter()
+            .map(|(v, g)| {
+                let id = v.as_tensor().id();
+                let name = names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone());
+                name.map(|n| (n, g)).ok_or_else(|| candle_core::Error::Msg(format!("layer {}: a gradient of an unknown variable", self.layer)))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.source.reduce(self.layer, named)
     }
 }
 

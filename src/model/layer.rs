@@ -3,6 +3,7 @@
 //! the fused kernels. A layer is a plain function of its input, parameters and a
 //! [`LayerContext`], so it can also run inside `kernels::recompute` (which re-runs it in the
 //! backward).
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor, Var};
@@ -29,7 +30,57 @@ pub(crate) struct LayerParams {
     pub down: Var,
 }
 
+/// Where a decoder layer's weights come from when the model does not hold them (ZeRO-3
+/// keeps them sharded across ranks): the full f32 weights of one layer on demand, and the
+/// layer's parameter gradients handed back after its backward. Keys are the parameters'
+/// HF names.
+pub trait LayerWeights: Send + Sync {
+    fn gather(&self, layer: usize) -> Result<HashMap<String, Tensor>>;
+    fn reduce(&self, layer: usize, grads: Vec<(String, Tensor)>) -> Result<()>;
+}
+
 impl LayerParams {
+    /// Layer `l`'s parameters found by HF name (`None` where a required one is missing).
+    pub fn from_lookup(l: usize, get: impl Fn(&str) -> Option<Var>) -> Option<Self> {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        Some(Self {
+            input_norm: get(&p("input_layernorm.weight"))?,
+            q: get(&p("self_attn.q_proj.weight"))?,
+            k: get(&p("self_attn.k_proj.weight"))?,
+            v: get(&p("self_attn.v_proj.weight"))?,
+            q_bias: get(&p("self_attn.q_proj.bias")),
+            k_bias: get(&p("self_attn.k_proj.bias")),
+            v_bias: get(&p("self_attn.v_proj.bias")),
+            o: get(&p("self_attn.o_proj.weight"))?,
+            post_norm: get(&p("post_attention_layernorm.weight"))?,
+            gate: get(&p("mlp.gate_proj.weight"))?,
+            up: get(&p("mlp.up_proj.weight"))?,
+            down: get(&p("mlp.down_proj.weight"))?,
+        })
+    }
+
+    /// As [`LayerParams::vars`], each with its HF name in layer `l`.
+    pub fn named_vars(&self, l: usize) -> Vec<(String, Var)> {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        let mut out = vec![
+            (p("input_layernorm.weight"), self.input_norm.clone()),
+            (p("self_attn.q_proj.weight"), self.q.clone()),
+            (p("self_attn.k_proj.weight"), self.k.clone()),
+            (p("self_attn.v_proj.weight"), self.v.clone()),
+            (p("self_attn.o_proj.weight"), self.o.clone()),
+            (p("post_attention_layernorm.weight"), self.post_norm.clone()),
+            (p("mlp.gate_proj.weight"), self.gate.clone()),
+            (p("mlp.up_proj.weight"), self.up.clone()),
+            (p("mlp.down_proj.weight"), self.down.clone()),
+        ];
+        for (name, bias) in [("q", &self.q_bias), ("k", &self.k_bias), ("v", &self.v_bias)] {
+            if let Some(b) = bias {
+                out.push((p(&format!("self_attn.{name}_proj.bias")), b.clone()));
+            }
+        }
+        out
+    }
+
     /// Every parameter the layer reads (recomputation hands their gradients back).
     pub fn vars(&self) -> Vec<Var> {
         let fixed = [&self.input_norm, &self.q, &self.k, &self.v, &self.o, &self.post_norm, &self.gate, &self.up, &self.down];

@@ -21,6 +21,7 @@ pub mod packing;
 pub mod tokenizer;
 
 pub use causal_lm::{CausalLm, SaveOptions};
+pub use layer::LayerWeights;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use loss::token_nll;
 pub use packing::Packing;
