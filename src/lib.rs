@@ -3,10 +3,12 @@
 //! The path of a token: `data` (sources -> token shards -> sampler windows) feeds
 //! `train` (loop, optimiser, schedule, checkpoints), which drives `model` (one decoder for
 //! Llama/Qwen2/Mistral with a backward for every op). `eval` scores checkpoints with the
-//! same forward path; `vocab` extends tokenizers; `sweep` runs and fits proxy grids.
+//! same forward path; `vocab` extends tokenizers; `sweep` runs and fits proxy grids;
+//! `dist` runs the loop across ranks (data parallelism, sharded optimiser and weights).
 
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod kernels;
 pub mod model;

@@ -2,6 +2,7 @@
 //! keys; every section except `model`, `data` and `train` has defaults.
 use super::Count;
 use crate::data::config::DataConfig;
+pub use crate::dist::config::ParallelConfig;
 use crate::kernels::KernelSettings;
 use crate::train::schedule::{DecayShape, Unit};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,10 @@ pub struct TrainConfig {
     /// Train only part of the model for the first steps (after vocabulary extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze: Option<FreezeConfig>,
+    /// Data parallelism across ranks: ZeRO stage, buckets, the lost-rank timeout
+    /// (docs/distributed.md). Left out of saved configs while at its defaults.
+    #[serde(default, skip_serializing_if = "ParallelConfig::is_default")]
+    pub parallel: ParallelConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

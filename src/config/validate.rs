@@ -112,6 +112,7 @@ impl TrainConfig {
         check(g.window >= 2, "guard.window", "must be >= 2");
         check(g.min_history >= 2 && g.min_history <= g.window, "guard.min_history", "must be in [2, guard.window]");
         check(g.max_consecutive_skips >= 1, "guard.max_consecutive_skips", "must be >= 1");
+        problems.extend(self.parallel.problems(self.kernels.recompute));
 
         if problems.is_empty() {
             // The schedule's own consistency checks (phases fit in the run, etc.).
