@@ -21,7 +21,8 @@ pub mod layers;
 pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
-// pub mod plan;
+pub mod optimizer;
+pub mod plan;
 pub mod shard;
 pub mod watchdog;
 pub mod zero;

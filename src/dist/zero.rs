@@ -303,43 +303,58 @@ pub fn all_gather_bucketed(comm: &Comm, shard: &Tensor, bucket: usize) -> Result
     Ok(Tensor::cat(&parts, 1)?.flatten_all()?)
 }
 
-/// ZeRO-0 with several ranks: every gradient summed over ranks (in buckets of about
-/// `bucket` elements), so every rank steps its full optimiser identically.
+/// ZeRO-0 with several ranks: every gradient summed over ranks, consecutive tensors packed
+/// into buckets of about `bucket` elements (a tensor larger than a bucket is split), so
+/// every rank steps its full optimiser identically.
 pub fn all_reduce_grads(comm: &Comm, grads: &Grads, bucket: usize) -> Result<Grads> {
     if comm.size() == 1 {
         return Ok(grads.clone());
     }
-    let present: Vec<&Tensor> = grads.entries().iter().filter_map(|(_, g)| g.as_ref()).collect();
-    if present.is_empty() {
-        return Ok(grads.clone());
+    let mut out: Vec<(String, Option<Tensor>)> = Vec::with_capacity(grads.entries().len());
+    // Pending pieces of the current bucket: (entry index, flat piece).
+    let mut pending: Vec<(usize, Tensor)> = Vec::new();
+    let mut pending_len = 0;
+    let mut reduced: Vec<Vec<Tensor>> = vec![Vec::new(); grads.entries().len()];
+    let flush = |pending: &mut Vec<(usize, Tensor)>, pending_len: &mut usize, reduced: &mut Vec<Vec<Tensor>>| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let flat = Tensor::cat(&pending.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), 0)?;
+        let summed = comm.all_reduce_sum(&flat)?;
+        let mut offset = 0;
+        for (i, t) in pending.drain(..) {
+            let n = t.elem_count();
+            reduced[i].push(summed.narrow(0, offset, n)?);
+            offset += n;
+        }
+        *pending_len = 0;
+        Ok(())
+    };
+    for (i, (_, g)) in grads.entries().iter().enumerate() {
+        let Some(g) = g else { continue };
+        let flat = g.flatten_all()?;
+        let mut start = 0;
+        while start < flat.elem_count() {
+            let n = (bucket - pending_len).min(flat.elem_count() - start);
+            pending.push((i, flat.narrow(0, start, n)?));
+            pending_len += n;
+            start += n;
+            if pending_len >= bucket {
+                flush(&mut pending, &mut pending_len, &mut reduced)?;
+            }
+        }
     }
-    let flat = Tensor::cat(&present.iter().map(|g| g.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?, 0)?;
-    let total = flat.elem_count();
-    let mut parts = Vec::with_capacity(total.div_ceil(bucket));
-    let mut start = 0;
-    while start < total {
-        let n = bucket.min(total - start);
-        parts.push(comm.all_reduce_sum(&flat.narrow(0, start, n)?)?);
-        start += n;
-    }
-    let summed = Tensor::cat(&parts, 0)?;
-    let mut offset = 0;
-    let mut entries = Vec::with_capacity(grads.entries().len());
-    for (name, g) in grads.entries() {
-        entries.push((
+    flush(&mut pending, &mut pending_len, &mut reduced)?;
+    for ((name, g), parts) in grads.entries().iter().zip(reduced) {
+        out.push((
             name.clone(),
             match g {
-                Some(g) => {
-                    let n = g.elem_count();
-                    let t = summed.narrow(0, offset, n)?.reshape(g.shape())?;
-                    offset += n;
-                    Some(t)
-                }
+                Some(g) => Some(if parts.len() == 1 { parts[0].reshape(g.shape())? } else { Tensor::cat(&parts, 0)?.reshape(g.shape())? }),
                 None => None,
             },
         ));
     }
-    Ok(Grads::from_tensors(entries))
+    Ok(Grads::from_tensors(out))
 }
 
 #[cfg(test)]
