@@ -22,6 +22,8 @@ enum Command {
     Data(cli::data::DataCommand),
     /// Continue pre-training a model as a YAML config describes.
     Train(cli::train::TrainArgs),
+    /// Predict per-device memory of a training config for ZeRO 0/1/3 on N devices.
+    Plan(cli::plan::PlanArgs),
     /// Score a checkpoint on multiple-choice benchmarks or perplexity sets.
     Eval(cli::eval::EvalArgs),
     /// Per-document loss / perplexity under a model, for curricula and data selection.
@@ -44,6 +46,7 @@ fn main() {
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Data(c) => cli::data::run(c),
         Command::Train(a) => cli::train::run(a),
+        Command::Plan(a) => cli::plan::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Score(a) => cli::score::run(a),
         Command::Plot(a) => cli::plot::run(a),

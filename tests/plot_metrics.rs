@@ -26,6 +26,7 @@ fn write_run(path: &Path, steps: u64) {
             mfu: None,
             peak_mem_bytes: Some((1u64 << 30) + step * (1 << 20)),
             skipped: (step == 37).then(|| "non-finite loss".to_string()),
+            ranks: None,
         })
         .unwrap();
         if step % 25 == 0 {

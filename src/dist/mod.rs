@@ -23,6 +23,7 @@ pub mod mpi;
 pub mod nccl;
 pub mod optimizer;
 pub mod plan;
+pub mod session;
 pub mod shard;
 pub mod watchdog;
 pub mod zero;

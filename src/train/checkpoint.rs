@@ -3,6 +3,8 @@
 //! JSON `TrainerState`). Each is written under a temporary name, fsynced and renamed, so a
 //! crash or an IO error at any moment leaves the previous checkpoints complete; only
 //! complete checkpoints are ever listed, resumed from or counted for `keep_last`.
+use crate::dist::optimizer::ParallelOptimizer;
+use crate::dist::World;
 use crate::train::guard::Guard;
 use crate::train::optim::{Optimizer, STATE_META_FILE, STATE_TENSORS_FILE};
 use crate::util::atomic::{is_temporary_name, AtomicDir};
@@ -71,19 +73,96 @@ impl Checkpoints {
         optimizer: &Optimizer,
         write_model: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
+        self.save_with(state, |dir| optimizer.save(dir), write_model)
+    }
+
+    /// [`Checkpoints::save`] with the optimiser's files written by `write_optimizer` into
+    /// the state directory.
+    fn save_with(
+        &self,
+        state: &TrainerState,
+        write_optimizer: impl FnOnce(&Path) -> Result<()>,
+        write_model: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.root).with_context(|| format!("creating {}", self.root.display()))?;
         let target = self.dir_for(state.step);
         let staging = AtomicDir::create(&target)?;
         write_model(staging.path()).with_context(|| format!("writing the model into {}", staging.path().display()))?;
         let state_dir = staging.path().join(STATE_DIR);
         std::fs::create_dir(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-        optimizer.save(&state_dir)?;
+        write_optimizer(&state_dir)?;
         let json = serde_json::to_vec_pretty(state).context("serialising the trainer state")?;
         let state_path = state_dir.join(STATE_FILE);
         std::fs::write(&state_path, json).with_context(|| format!("writing {}", state_path.display()))?;
         let dir = staging.commit().with_context(|| format!("committing checkpoint {}", target.display()))?;
         self.prune()?;
         Ok(dir)
+    }
+
+    /// A checkpoint written by every rank of `world`. With one rank and a replicated
+    /// optimiser this is exactly [`Checkpoints::save`]. Otherwise rank 0 creates the
+    /// temporary directory and writes the model (`write_model`, called on rank 0 only) and
+    /// the trainer state; the optimiser state is written once by rank 0 (ZeRO-0) or as one
+    /// shard per rank plus an index (ZeRO-1/3); after a barrier that each rank reaches once
+    /// its part is durable, rank 0 writes the completeness marker and renames the directory
+    /// into place. Every rank calls it and gets the same result.
+    pub fn save_parallel(
+        &self,
+        world: &World,
+        state: &TrainerState,
+        optimizer: &ParallelOptimizer,
+        write_model: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let comm = world.comm();
+        let target = self.dir_for(state.step);
+        if world.size() == 1 && !optimizer.is_sharded() {
+            return self.save_with(state, |dir| optimizer.save_whole(dir), write_model);
+        }
+        let staging = if world.is_main() {
+            std::fs::create_dir_all(&self.root).with_context(|| format!("creating {}", self.root.display()))?;
+            let staging = AtomicDir::create(&target)?;
+            write_model(staging.path()).with_context(|| format!("writing the model into {}", staging.path().display()))?;
+            std::fs::create_dir(staging.path().join(STATE_DIR))
+                .with_context(|| format!("creating {}", staging.path().join(STATE_DIR).display()))?;
+            Some(staging)
+        } else {
+            None
+        };
+        let mut path = staging.as_ref().map(|s| s.path().to_string_lossy().into_owned().into_bytes()).unwrap_or_default();
+        comm.broadcast_vec(&mut path, 0)?;
+        let state_dir = PathBuf::from(String::from_utf8(path).context("the checkpoint path from rank 0 is not UTF-8")?).join(STATE_DIR);
+        if optimizer.is_sharded() {
+            let meta = optimizer.save_shard(&state_dir)?;
+            let metas = comm
+                .all_gather_vec(&serde_json::to_vec(&meta)?)?
+                .iter()
+                .map(|b| serde_json::from_slice(b).context("a rank's shard metadata does not parse"))
+                .collect::<Result<Vec<_>>>()?;
+            if world.is_main() {
+                crate::dist::checkpoint::write_index(&state_dir, &optimizer.shard_index(&metas)?)?;
+            }
+        } else if world.is_main() {
+            optimizer.save_whole(&state_dir)?;
+        }
+        if let Some(staging) = staging {
+            let json = serde_json::to_vec_pretty(state).context("serialising the trainer state")?;
+            let state_path = state_dir.join(STATE_FILE);
+            std::fs::write(&state_path, json).with_context(|| format!("writing {}", state_path.display()))?;
+            // Every rank's part is durable once it passes this barrier.
+            comm.barrier()?;
+            if optimizer.is_sharded() {
+                crate::dist::checkpoint::write_complete_marker(&state_dir, world.size())?;
+            }
+            let dir = staging.commit().with_context(|| format!("committing checkpoint {}", target.display()))?;
+            self.prune()?;
+            comm.barrier()?;
+            Ok(dir)
+        } else {
+            comm.barrier()?;
+            // Rank 0 commits; the second barrier returns once the directory is in place.
+            comm.barrier()?;
+            Ok(target)
+        }
     }
 
     /// Complete checkpoints, oldest first.
@@ -141,10 +220,13 @@ impl Checkpoints {
     }
 }
 
-/// A checkpoint directory whose trainer state and optimiser files are all present.
+/// A checkpoint directory whose trainer state and optimiser files are all present: the
+/// single-file optimiser state, or every rank's shard with the marker written after them.
 pub fn is_complete(dir: &Path) -> bool {
     let state = dir.join(STATE_DIR);
-    [STATE_FILE, STATE_META_FILE, STATE_TENSORS_FILE].iter().all(|f| state.join(f).is_file())
+    state.join(STATE_FILE).is_file()
+        && ([STATE_META_FILE, STATE_TENSORS_FILE].iter().all(|f| state.join(f).is_file())
+            || crate::dist::checkpoint::is_complete_sharded(&state))
 }
 
 /// Read `trainer_state/trainer_state.json` of a checkpoint.
@@ -155,6 +237,17 @@ pub fn load_trainer_state(dir: &Path) -> Result<TrainerState> {
     if state.format != STATE_FORMAT {
         bail!("{}: trainer state format {} (this cpt reads {STATE_FORMAT})", path.display(), state.format);
     }
+    Ok(state)
+}
+
+/// As [`load_checkpoint`] for the optimiser of a run on any number of ranks: the saved
+/// state may come from another world size or ZeRO stage (resharded on load).
+pub fn load_checkpoint_parallel(dir: &Path, optimizer: &mut ParallelOptimizer, model: &crate::model::CausalLm, device: &Device) -> Result<TrainerState> {
+    if !is_complete(dir) {
+        bail!("{} is not a complete checkpoint (no {STATE_DIR}/{STATE_FILE} and optimiser files)", dir.display());
+    }
+    let state = load_trainer_state(dir)?;
+    optimizer.load(&dir.join(STATE_DIR), model, device)?;
     Ok(state)
 }
 

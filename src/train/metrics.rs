@@ -31,6 +31,10 @@ pub struct StepRecord {
     /// Set when the guard skipped this step (the reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// With several ranks: each rank's peak memory and communication per step since the
+    /// previous record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<crate::dist::session::RankStats>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -9,7 +9,7 @@ use crate::config::{FreezeConfig, FreezeTarget, TrainConfig};
 use crate::model::causal_lm::CausalLm;
 use crate::model::init::{init_model_dir, preset, InitSpec, SizeOverrides, TokenizerSource};
 use crate::model::Architecture;
-use crate::train::optim::Optimizer;
+use crate::dist::optimizer::ParallelOptimizer;
 use crate::vocab::corpus::{expand_paths, read_documents};
 
 /// Makes sure `model.path` holds a model; creates it from `model.init` when it is missing.
@@ -74,7 +74,7 @@ fn tokenizer_training_files(corpus: &Path, scratch: &Path) -> Result<Vec<PathBuf
 
 /// Starts the freeze warm-up: only the embeddings and lm_head train, or only the rows of
 /// the vocabulary added by `cpt vocab extend`.
-pub fn start_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimizer, freeze: &FreezeConfig) -> Result<()> {
+pub fn start_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut ParallelOptimizer, freeze: &FreezeConfig) -> Result<()> {
     let new_rows: Vec<u32> = match freeze.train_only {
         FreezeTarget::Embeddings => Vec::new(),
         FreezeTarget::NewVocabRows => {

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
+use crate::data::rank_slice::RankSlice;
 use crate::data::sampler::{Sampler, SamplerState};
+use crate::dist::optimizer::{ParallelOptimizer, Reduced};
+use crate::dist::session::{RankStats, Session};
+use crate::dist::{Launch, World};
 use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
 use crate::model::causal_lm::{CausalLm, SaveOptions};
 use crate::eval::model_adapter::ModelScorer;
@@ -21,14 +25,14 @@ use crate::kernels::KernelMode;
 use crate::model::tokenizer::Tokenizer;
 
 use super::batch::MicroBatch;
-use super::checkpoint::{load_checkpoint, Checkpoints, TrainerState, STATE_FORMAT};
+use super::checkpoint::{load_checkpoint_parallel, Checkpoints, TrainerState, STATE_FORMAT};
 use super::guard::{Guard, Verdict};
 use super::memory::{PeakMemory, GIB};
 use super::metrics::{MetricsWriter, StepRecord, ValRecord};
-use super::optim::{GradAccumulator, Optimizer};
+use super::optim::GradAccumulator;
 use super::schedule::Schedule;
 use super::tensorboard::TensorBoardWriter;
-use super::validate::validation_losses;
+use super::validate::{validation_losses, ValidationSplit};
 use crate::util::progress::{RunSummary, TrainProgress};
 use crate::util::signals::StopSignal;
 
@@ -91,31 +95,53 @@ struct Counters {
     elapsed_before: f64,
 }
 
-/// Runs (or resumes) the training described by `cfg`.
+/// Runs (or resumes) the training described by `cfg`: alone, or as one rank of a job
+/// started by torchrun, mpiexec or srun (docs/distributed.md).
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     cfg.validate()?;
+    let launch = Launch::from_env()?;
+    let device = select_device(cfg, &launch)?;
     let run_dir = cfg.run.out_dir.clone();
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating run directory {}", run_dir.display()))?;
-    let checkpoints = Checkpoints::new(run_dir.join("checkpoints"), cfg.checkpoint.keep_last);
-    checkpoints.remove_stale_temporaries()?;
-    let resume_from = resolve_resume(&opts.resume, &checkpoints)?;
+    let session = Session::start(launch, &device, &cfg.parallel, &run_dir, &serde_json::to_vec(cfg)?)?;
+    let result = train_in(cfg, opts, &session, device);
+    match &result {
+        Ok(_) => session.finish(),
+        Err(e) => crate::dist::watchdog::report_failure(&format!("{e:#}")),
+    }
+    result
+}
 
-    let device = select_device(cfg)?;
+fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: Device) -> Result<TrainOutcome> {
+    let world = &session.world;
+    let main = world.is_main();
+    let run_dir = cfg.run.out_dir.clone();
+    let checkpoints = Checkpoints::new(run_dir.join("checkpoints"), cfg.checkpoint.keep_last);
+    world.main_first(|| checkpoints.remove_stale_temporaries())?;
+    let resume_from = resolve_resume(&opts.resume, &checkpoints)?;
+    let accum_per_rank = per_rank_accumulation(cfg, world)?;
+
     let compute_dtype = cfg.run.dtype.to_candle();
-    super::setup::ensure_model(cfg)?;
+    world.main_first(|| super::setup::ensure_model(cfg))?;
     super::setup::configure_threads(cfg)?;
     let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.path.clone());
     let mut model = CausalLm::from_pretrained(&model_dir, &device, compute_dtype)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     model.set_kernels(cfg.kernels).context("kernels")?;
-    crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
+    if main {
+        crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
+    }
 
     let evals = TrainingEvals::prepare(cfg, &model_dir)?;
-    let mut sampler = open_sampler(cfg, &model)?;
-    for w in sampler.warnings() {
-        eprintln!("warning: {w}");
+    session.note("preparing data");
+    let mut sampler = open_sampler(cfg, &model, world)?;
+    if main {
+        for w in sampler.warnings() {
+            eprintln!("warning: {w}");
+        }
     }
-    let mut optimizer = Optimizer::new(model.named_parameters(), cfg.optimizer_settings())?;
+    let mut optimizer =
+        ParallelOptimizer::new(world, cfg.parallel.zero, cfg.parallel.bucket_elems(), &mut model, cfg.optimizer_settings())?;
     // Fused kernels include the multi-tensor AdamW (one launch per step on a GPU).
     optimizer.set_multi_tensor(cfg.kernels.mode == KernelMode::Fused);
     let schedule: Schedule = cfg.schedule()?;
@@ -125,11 +151,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let metrics_path = run_dir.join("metrics.jsonl");
     let mut metrics = match &resume_from {
         Some(dir) => {
-            let state = load_checkpoint(dir, &mut optimizer, &device)?;
+            let state = load_checkpoint_parallel(dir, &mut optimizer, &model, &device)?;
             let sampler_state: SamplerState = serde_json::from_value(state.sampler.clone())
                 .with_context(|| format!("{}: the sampler state does not parse", dir.display()))?;
             let report = sampler.restore(&sampler_state)?;
-            if !report.is_exact() {
+            if !report.is_exact() && main {
                 eprintln!("resume: the data plan changed since the checkpoint:\n  {}", report.changes.join("\n  "));
             }
             guard = state.guard.clone();
@@ -140,56 +166,69 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 lr: state.lr,
                 elapsed_before: state.elapsed_s,
             };
-            eprintln!("resumed from {} at step {} ({} tokens)", dir.display(), state.step, state.tokens);
-            MetricsWriter::resume(&metrics_path, state.step)?
+            if main {
+                eprintln!("resumed from {} at step {} ({} tokens)", dir.display(), state.step, state.tokens);
+            }
+            main.then(|| MetricsWriter::resume(&metrics_path, state.step)).transpose()?
         }
-        None => MetricsWriter::create(&metrics_path)?,
+        None => main.then(|| MetricsWriter::create(&metrics_path)).transpose()?,
     };
-    let mut tensorboard = if cfg.logging.tensorboard { Some(TensorBoardWriter::create(&run_dir.join("tb"))?) } else { None };
+    let mut tensorboard =
+        if cfg.logging.tensorboard && main { Some(TensorBoardWriter::create(&run_dir.join("tb"))?) } else { None };
 
     let stop = StopSignal::install()?;
 
-    print_start(cfg, &model, &device, compute_dtype);
+    if main {
+        print_start(cfg, &model, &device, compute_dtype, world);
+    }
     let total_steps = cfg.total_steps();
     let tokens_per_step = cfg.tokens_per_step();
     let flops_per_token = flops_per_token(&model, cfg.batch.seq_len);
-    let progress = TrainProgress::new(total_steps, counters.step, "steps", opts.progress && cfg.logging.progress_bar);
+    let progress = TrainProgress::new(total_steps, counters.step, "steps", opts.progress && cfg.logging.progress_bar && main);
     let started = Instant::now();
     let mut window_start = (Instant::now(), counters.tokens);
     let mut last_checkpoint = resume_from.clone();
     let mut last_loss = None;
     let mut first_loss = None;
     let mut ending = Ending::Completed;
+    let slice = RankSlice { rank: world.rank(), world: world.size() };
+    let mut comm_window = (0.0f64, 0.0f64, 0u64);
+    let mut rank_stats: Option<RankStats> = None;
 
     if cfg.validation.at_start && counters.step == 0 {
-        run_validation(cfg, &model, &mut sampler, &counters, &mut metrics, &mut tensorboard, &progress)?;
+        run_validation(cfg, &model, &mut sampler, &counters, metrics.as_mut(), &mut tensorboard, &progress, world)?;
     }
 
     let mut masked = false;
     let fault_injection = nan_injection_steps()?;
     let mut peak_memory = PeakMemory::start(&device);
+    // Step records count the steps' communication, not the start-up's.
+    world.comm().stats().take();
     while counters.step < total_steps {
+        session.note(format!("step {}", counters.step + 1));
         apply_freeze(cfg, &model, &mut optimizer, counters.step, &mut masked)?;
-        let mut step_out = forward_backward(cfg, &model, &mut sampler)?;
+        let mut step_out = forward_backward(cfg, &model, &mut sampler, slice, accum_per_rank, &optimizer)?;
         if fault_injection.contains(&(counters.step + 1)) {
             step_out.loss = f64::NAN;
         }
+        // The step's losses and stop requests summed over ranks: every rank decides alike.
+        let interrupted = reduce_step(world, &mut step_out, accum_per_rank, stop.requested())?;
         let prev_tokens = counters.tokens;
         counters.step += 1;
         counters.tokens += tokens_per_step;
 
-        let mut grads = step_out.grads;
-        // Masked (frozen) gradients are dropped first, so the norm counts only what trains.
-        optimizer.apply_masks(&mut grads)?;
-        let grad_norm = grads.global_norm()?;
+        // Summed over ranks; masked (frozen) gradients dropped first, so the norm counts
+        // only what trains.
+        let mut grads: Reduced = optimizer.reduce(step_out.grads)?;
+        let grad_norm = optimizer.grad_norm(&grads)?;
         let verdict = guard.assess(step_out.loss, grad_norm);
         let lr = schedule.lr_for(counters.step - 1, prev_tokens);
         let skipped = match verdict {
             Verdict::Accept => {
                 if let Some(max) = cfg.optim.grad_clip {
-                    grads.clip_global_norm(max)?;
+                    optimizer.clip(&mut grads, grad_norm, max)?;
                 }
-                optimizer.step(&grads, lr)?;
+                optimizer.step(&grads, lr, &model)?;
                 counters.optimizer_steps += 1;
                 counters.lr = lr;
                 last_loss = Some(step_out.loss);
@@ -209,13 +248,26 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 Some(reason.to_string())
             }
         };
+        drop(grads);
 
+        let comm = world.comm().stats().take();
+        comm_window = (comm_window.0 + comm.bytes as f64, comm_window.1 + comm.seconds, comm_window.2 + 1);
         let elapsed = counters.elapsed_before + started.elapsed().as_secs_f64();
         let log_due = counters.step % cfg.logging.every_steps.get().max(1) == 0 || skipped.is_some();
         if log_due {
             let dt = window_start.0.elapsed().as_secs_f64().max(1e-9);
             let tokens_per_s = (counters.tokens - window_start.1) as f64 / dt;
             window_start = (Instant::now(), counters.tokens);
+            let peak = peak_memory.window_peak();
+            let ranks = if world.size() > 1 {
+                let steps = comm_window.2.max(1) as f64;
+                let stats = RankStats::gather(world, peak, comm_window.0 / steps, comm_window.1 / steps)?;
+                rank_stats = Some(merge_rank_stats(rank_stats.take(), &stats));
+                Some(stats)
+            } else {
+                None
+            };
+            comm_window = (0.0, 0.0, 0);
             let record = StepRecord {
                 step: counters.step,
                 tokens: counters.tokens,
@@ -226,10 +278,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 elapsed_s: elapsed,
                 source_loss: step_out.source_loss.clone(),
                 mfu: device.is_cuda().then(|| tokens_per_s * flops_per_token / PEAK_FLOPS),
-                peak_mem_bytes: peak_memory.window_peak(),
+                peak_mem_bytes: peak,
                 skipped: skipped.clone(),
+                ranks,
             };
-            metrics.write(&record)?;
+            if let Some(metrics) = metrics.as_mut() {
+                metrics.write(&record)?;
+            }
             if let Some(tb) = tensorboard.as_mut() {
                 let mut scalars = vec![
                     ("train/loss".to_string(), step_out.loss as f32),
@@ -249,22 +304,22 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         if let Some(every) = cfg.validation.every_steps {
             // Also at the last step, so every run ends with a validation record.
             if counters.step % every.get().max(1) == 0 || counters.step == total_steps {
-                run_validation(cfg, &model, &mut sampler, &counters, &mut metrics, &mut tensorboard, &progress)?;
+                run_validation(cfg, &model, &mut sampler, &counters, metrics.as_mut(), &mut tensorboard, &progress, world)?;
             }
         }
 
         if let Some(evals) = &evals {
             if counters.step % evals.every == 0 || counters.step == total_steps {
-                evals.run(&model, &counters, &mut metrics, &progress)?;
+                evals.run(&model, &counters, metrics.as_mut(), &progress)?;
             }
         }
 
-        let interrupted = stop.requested();
         let finished = counters.step >= total_steps || ending == Ending::GuardStopped || interrupted;
         let due = cfg.checkpoint_due(prev_tokens, counters.step, counters.tokens);
         if due || (finished && (cfg.checkpoint.at_end || interrupted || ending == Ending::GuardStopped)) {
+            session.note(format!("checkpoint at step {}", counters.step));
             let elapsed = counters.elapsed_before + started.elapsed().as_secs_f64();
-            let dir = save_checkpoint(cfg, &checkpoints, &model, &optimizer, &sampler, &guard, &counters, &schedule, elapsed)?;
+            let dir = save_checkpoint(cfg, &checkpoints, &model, &optimizer, &sampler, &guard, &counters, &schedule, elapsed, world)?;
             progress.println(&format!("checkpoint: {}", dir.display()));
             last_checkpoint = Some(dir);
         }
@@ -291,6 +346,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         last_checkpoint: last_checkpoint.clone(),
         flops: flops_per_token * counters.tokens as f64,
     };
+    let run_peak = peak_memory.run_peak();
+    let all_peaks = if world.size() > 1 { Some(RankStats::gather(world, run_peak, 0.0, 0.0)?) } else { None };
     let summary = RunSummary {
         steps: counters.step,
         tokens: counters.tokens,
@@ -300,17 +357,22 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         skipped_nonfinite: guard.skipped_nonfinite,
         skipped_spike: guard.skipped_spike,
         last_checkpoint,
-        peak_memory: peak_memory.run_peak().map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
+        peak_memory: run_peak.map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
+        ranks: all_peaks.map(|p| describe_ranks(&p, rank_stats.as_ref())),
         stop_reason: match ending {
-            Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, metrics.path().display()),
+            Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, metrics_path.display()),
             Ending::Interrupted => "interrupted by a signal (checkpoint written)".to_string(),
             Ending::GuardStopped => "stopped by the guard (checkpoint written)".to_string(),
         },
     };
-    eprintln!("{}", summary.render());
+    if main {
+        eprintln!("{}", summary.render());
+    }
     match ending {
         Ending::Completed => {
-            crate::util::atomic::write_file_atomic(&run_dir.join(DONE_FILE), &serde_json::to_vec_pretty(&outcome)?)?;
+            if main {
+                crate::util::atomic::write_file_atomic(&run_dir.join(DONE_FILE), &serde_json::to_vec_pretty(&outcome)?)?;
+            }
             Ok(outcome)
         }
         Ending::Interrupted => Ok(outcome),
@@ -321,6 +383,79 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             metrics_path.display()
         ),
     }
+}
+
+/// Micro-batches each rank runs per step: `batch.grad_accum` counts them over all ranks,
+/// so a config trains the same way at any world size.
+fn per_rank_accumulation(cfg: &TrainConfig, world: &World) -> Result<usize> {
+    let global = cfg.grad_accum() as usize;
+    let w = world.size();
+    if global % w != 0 {
+        bail!(
+            "batch.grad_accum: {global} micro-batches per step (over all ranks) cannot be split evenly over {w} ranks; use a multiple of {w}"
+        );
+    }
+    Ok(global / w)
+}
+
+/// Sums the step's loss and per-source losses over ranks (every rank ends with the global
+/// values, bit-identical) and tells whether any rank was asked to stop.
+fn reduce_step(world: &World, out: &mut StepOutput, accum_per_rank: usize, stop_requested: bool) -> Result<bool> {
+    if world.size() == 1 {
+        return Ok(stop_requested);
+    }
+    let mut values = vec![out.loss_sum, if stop_requested { 1.0 } else { 0.0 }];
+    // Every rank knows every source (the same sampler): send sums and counts for all.
+    for name in &out.all_sources {
+        let (s, n) = out.source_sums.get(name).copied().unwrap_or((0.0, 0));
+        values.push(s);
+        values.push(n as f64);
+    }
+    world.comm().sum_f64(&mut values)?;
+    out.loss = values[0] / (accum_per_rank * world.size()) as f64;
+    out.source_loss = out
+        .all_sources
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| values[3 + 2 * i] > 0.0)
+        .map(|(i, name)| (name.clone(), values[2 + 2 * i] / values[3 + 2 * i]))
+        .collect();
+    Ok(values[1] > 0.0)
+}
+
+fn merge_rank_stats(total: Option<RankStats>, window: &RankStats) -> RankStats {
+    match total {
+        None => window.clone(),
+        Some(mut t) => {
+            for (a, b) in t.peak_mem_bytes.iter_mut().zip(&window.peak_mem_bytes) {
+                *a = match (*a, *b) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                };
+            }
+            for (a, b) in t.comm_bytes_per_step.iter_mut().zip(&window.comm_bytes_per_step) {
+                *a = a.max(*b);
+            }
+            for (a, b) in t.comm_s_per_step.iter_mut().zip(&window.comm_s_per_step) {
+                *a = a.max(*b);
+            }
+            t
+        }
+    }
+}
+
+/// The run summary's per-rank line: peak memory, and the largest per-step communication
+/// of any logging window.
+fn describe_ranks(peaks: &RankStats, comm: Option<&RankStats>) -> String {
+    let mut parts = Vec::new();
+    for (r, p) in peaks.peak_mem_bytes.iter().enumerate() {
+        let mem = p.map_or("?".to_string(), |b| format!("{:.2} GiB", b as f64 / GIB));
+        let c = comm
+            .map(|c| format!(", {:.1} MB and {:.3} s of communication per step", c.comm_bytes_per_step[r] / 1e6, c.comm_s_per_step[r]))
+            .unwrap_or_default();
+        parts.push(format!("rank {r}: peak {mem}{c}"));
+    }
+    parts.join("\n  ")
 }
 
 /// Environment variable naming steps (1-based, comma-separated) whose loss is replaced by
@@ -338,23 +473,38 @@ fn nan_injection_steps() -> Result<Vec<u64>> {
     }
 }
 
-/// Loss, per-source loss and summed gradients of one optimiser step.
+/// Loss, per-source loss and summed gradients of one optimiser step (this rank's share
+/// until `reduce_step` sums them over ranks).
 struct StepOutput {
     loss: f64,
     source_loss: BTreeMap<String, f64>,
+    /// This rank's sum of micro-batch mean losses, and per-source (sum of row means, rows).
+    loss_sum: f64,
+    source_sums: BTreeMap<String, (f64, u64)>,
+    all_sources: Vec<String>,
     grads: super::optim::Grads,
 }
 
-fn forward_backward(cfg: &TrainConfig, model: &CausalLm, sampler: &mut Sampler) -> Result<StepOutput> {
-    let accum = cfg.grad_accum() as usize;
+/// This rank's micro-batches of the step: forward, backward, gradients accumulated with
+/// the factor 1 / (micro-batches over all ranks), so their sum over ranks is the mean.
+fn forward_backward(
+    cfg: &TrainConfig,
+    model: &CausalLm,
+    sampler: &mut Sampler,
+    slice: RankSlice,
+    accum: usize,
+    optimizer: &ParallelOptimizer,
+) -> Result<StepOutput> {
     let seq_len = cfg.batch.seq_len;
     let names: Vec<String> = sampler.source_names().iter().map(|s| s.to_string()).collect();
+    let scale = 1.0 / (accum * slice.world) as f64;
+    optimizer.set_micro_batch_scale(scale);
+    let windows = slice.draw_step(sampler, accum * cfg.batch.micro_batch)?;
     let mut acc = GradAccumulator::new();
     let mut loss_sum = 0.0;
     let mut per_source: BTreeMap<usize, (f64, u64)> = BTreeMap::new();
-    for _ in 0..accum {
-        let windows = (0..cfg.batch.micro_batch).map(|_| sampler.next_window()).collect::<Result<Vec<_>>>()?;
-        let batch = MicroBatch::from_windows(&windows, seq_len, model.device())?;
+    for windows in windows.chunks(cfg.batch.micro_batch) {
+        let batch = MicroBatch::from_windows(windows, seq_len, model.device())?;
         let sink = GradSink::new();
         let nll = model.token_nll(&batch.inputs, &batch.targets, Some(&batch.packing), Some(&sink))?;
         let loss = nll.mean_all()?;
@@ -368,22 +518,30 @@ fn forward_backward(cfg: &TrainConfig, model: &CausalLm, sampler: &mut Sampler) 
         let mut grads = loss.backward()?;
         // Gradients of parameters inside recomputed layers (empty without recomputation).
         sink.merge_into(&mut grads)?;
-        acc.add(model.named_parameters(), &grads, 1.0 / accum as f64)?;
+        acc.add(model.named_parameters(), &grads, scale)?;
     }
-    let source_loss = per_source.into_iter().map(|(i, (s, n))| (names[i].clone(), s / n as f64)).collect();
-    Ok(StepOutput { loss: loss_sum / accum as f64, source_loss, grads: acc.finish()? })
+    let source_loss = per_source.iter().map(|(i, (s, n))| (names[*i].clone(), s / *n as f64)).collect();
+    let source_sums = per_source.into_iter().map(|(i, v)| (names[i].clone(), v)).collect();
+    Ok(StepOutput { loss: loss_sum / accum as f64, source_loss, loss_sum, source_sums, all_sources: names, grads: acc.finish()? })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_validation(
     cfg: &TrainConfig,
     model: &CausalLm,
     sampler: &mut Sampler,
     counters: &Counters,
-    metrics: &mut MetricsWriter,
+    metrics: Option<&mut MetricsWriter>,
     tensorboard: &mut Option<TensorBoardWriter>,
     progress: &TrainProgress,
+    world: &World,
 ) -> Result<()> {
-    let (sources, topics) = validation_losses(model, sampler, cfg.batch.micro_batch, cfg.validation.max_windows)?;
+    let split = ValidationSplit {
+        slice: RankSlice { rank: world.rank(), world: world.size() },
+        comm: world.comm(),
+        collective_forward: model.layers_released(),
+    };
+    let (sources, topics) = validation_losses(model, sampler, cfg.batch.micro_batch, cfg.validation.max_windows, &split)?;
     if sources.is_empty() {
         return Ok(());
     }
@@ -395,12 +553,18 @@ fn run_validation(
         tb.add_scalars(counters.step, &scalars)?;
     }
     let topic_losses: BTreeMap<String, f64> = topics.iter().map(|(k, v)| (k.clone(), v.loss)).collect();
-    metrics.write(&ValRecord::new(counters.step, counters.tokens, sources, topics))?;
+    let mut metrics = metrics;
+    if let Some(m) = metrics.as_deref_mut() {
+        m.write(&ValRecord::new(counters.step, counters.tokens, sources, topics))?;
+    }
     if !topic_losses.is_empty() {
+        // Every rank holds the same losses, so every rank's sampler takes the same update.
         if let Some(update) = sampler.update_topic_mixing(counters.step, &topic_losses)? {
             let mut record = serde_json::to_value(&update)?;
             record["kind"] = "mixing".into();
-            metrics.write(&record)?;
+            if let Some(m) = metrics.as_deref_mut() {
+                m.write(&record)?;
+            }
             progress.println(&format!("step {}: topic weights updated ({:?} rule)", counters.step, update.rule));
         }
     }
@@ -429,20 +593,25 @@ impl TrainingEvals {
         Ok(Some(Self { every, tasks, tokenizer }))
     }
 
-    fn run(&self, model: &CausalLm, counters: &Counters, metrics: &mut MetricsWriter, progress: &TrainProgress) -> Result<()> {
+    /// Every rank scores (the same numbers; under ZeRO-3 each forward is a collective);
+    /// rank 0 logs.
+    fn run(&self, model: &CausalLm, counters: &Counters, metrics: Option<&mut MetricsWriter>, progress: &TrainProgress) -> Result<()> {
         let results = self.tasks.run(&ModelScorer::new(model, None), &self.tokenizer)?;
         progress.println(&format!("step {} eval: {results}", counters.step));
         let mut record = serde_json::json!({"kind": "eval", "step": counters.step, "tokens": counters.tokens});
         if let (Some(obj), serde_json::Value::Object(r)) = (record.as_object_mut(), results) {
             obj.extend(r);
         }
-        metrics.write(&record)
+        match metrics {
+            Some(m) => m.write(&record),
+            None => Ok(()),
+        }
     }
 }
 
 /// The freeze warm-up after a vocabulary extension: masks on for steps `0..freeze.steps`
 /// (set again on a resume inside the warm-up), cleared at `freeze.steps`.
-fn apply_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimizer, step: u64, masked: &mut bool) -> Result<()> {
+fn apply_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut ParallelOptimizer, step: u64, masked: &mut bool) -> Result<()> {
     let Some(freeze) = &cfg.freeze else { return Ok(()) };
     let warm_up = step < freeze.steps.get();
     if warm_up && !*masked {
@@ -460,12 +629,13 @@ fn save_checkpoint(
     cfg: &TrainConfig,
     checkpoints: &Checkpoints,
     model: &CausalLm,
-    optimizer: &Optimizer,
+    optimizer: &ParallelOptimizer,
     sampler: &Sampler,
     guard: &Guard,
     counters: &Counters,
     schedule: &Schedule,
     elapsed_s: f64,
+    world: &World,
 ) -> Result<PathBuf> {
     let state = TrainerState {
         format: STATE_FORMAT,
@@ -487,7 +657,12 @@ fn save_checkpoint(
         max_shard_bytes: cfg.checkpoint.max_shard_bytes.get(),
         assets_from: Some(cfg.model.path.clone()),
     };
-    checkpoints.save(&state, optimizer, |dir| model.save_pretrained(dir, &save))
+    // With sharded state the f32 masters are gathered from every rank (a collective).
+    let weights = optimizer.weights_for_save()?;
+    checkpoints.save_parallel(world, &state, optimizer, |dir| match &weights {
+        Some(w) => model.save_pretrained_tensors(dir, w, &save),
+        None => model.save_pretrained(dir, &save),
+    })
 }
 
 fn resolve_resume(resume: &Resume, checkpoints: &Checkpoints) -> Result<Option<PathBuf>> {
@@ -514,17 +689,19 @@ fn resolve_resume(resume: &Resume, checkpoints: &Checkpoints) -> Result<Option<P
     }
 }
 
-fn select_device(cfg: &TrainConfig) -> Result<Device> {
+/// The config's device; on GPUs, `cuda:LOCAL_RANK` (one rank per device).
+fn select_device(cfg: &TrainConfig, launch: &Launch) -> Result<Device> {
     use crate::config::schema::DeviceKind;
     let name = match cfg.run.device {
-        DeviceKind::Cpu => "cpu",
-        DeviceKind::Cuda => "cuda",
+        DeviceKind::Cpu => "cpu".to_string(),
+        DeviceKind::Cuda => format!("cuda:{}", launch.local_rank),
     };
-    device_info::select(name).context("run.device")
+    device_info::select(&name).context("run.device")
 }
 
-/// Tokenizes the configured sources (reusing cached shards) and opens the sampler.
-fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
+/// Tokenizes the configured sources (reusing cached shards; with several ranks only rank 0
+/// tokenizes while the others wait for the cache) and opens the sampler.
+fn open_sampler(cfg: &TrainConfig, model: &CausalLm, world: &World) -> Result<Sampler> {
     let data = &cfg.data;
     let tokenizer_path = data.tokenizer.clone().unwrap_or_else(|| cfg.model.path.clone());
     let overrides = SpecialOverrides { bos_token: data.bos_token.clone(), eos_token: data.eos_token.clone() };
@@ -538,8 +715,8 @@ fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
         );
     }
     let cache_dir = data.cache_dir.clone().unwrap_or_else(|| cfg.run.out_dir.join("data"));
-    let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar, force: false };
-    prepare(data, &tokenizer, &opts)?;
+    let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar && world.is_main(), force: false };
+    world.main_first(|| prepare(data, &tokenizer, &opts).map(|_| ()))?;
     let prepared = PreparedData::open(&cache_dir, data, Some(tokenizer.hash()))?;
     Sampler::new(data, prepared, cfg.batch.seq_len, cfg.run.seed)
 }
@@ -553,8 +730,17 @@ fn flops_per_token(model: &CausalLm, seq_len: usize) -> f64 {
     6.0 * n + 12.0 * (c.num_hidden_layers * c.num_attention_heads * c.head_dim * seq_len) as f64
 }
 
-fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType) {
+fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType, world: &World) {
     let device_line = device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
+    if world.size() > 1 {
+        eprintln!(
+            "data parallel: {} ranks x {} micro-batches of {} per step, ZeRO-{}",
+            world.size(),
+            cfg.grad_accum() as usize / world.size(),
+            cfg.batch.micro_batch,
+            cfg.parallel.zero.number()
+        );
+    }
     eprintln!(
         "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, master weights f32, kernels {}; {} steps x {} tokens -> {}",
         cfg.model.path.display(),

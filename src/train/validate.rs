@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 
+use crate::data::rank_slice::RankSlice;
 use crate::data::sampler::{Sampler, Window};
+use crate::dist::comm::Comm;
+use serde::{Deserialize, Serialize};
 use crate::model::causal_lm::CausalLm;
 use crate::model::packing::Packing;
 
@@ -13,7 +16,7 @@ use super::batch::topic_at;
 use super::metrics::LossPpl;
 
 /// Sums of NLL and token counts, keyed by name.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Sums(BTreeMap<String, (f64, u64)>);
 
 impl Sums {
@@ -27,6 +30,23 @@ impl Sums {
     }
 }
 
+/// How validation work is split over the ranks of a run: each rank scores every
+/// `world`-th group of windows, and the sums are merged (in rank order, so every rank gets
+/// the same numbers). With ZeRO-3 each forward is a collective: ranks with fewer groups
+/// run a forward whose result they discard, so all run equally many.
+pub struct ValidationSplit<'a> {
+    pub slice: RankSlice,
+    pub comm: &'a Comm,
+    pub collective_forward: bool,
+}
+
+impl ValidationSplit<'_> {
+    /// One process: every group, nothing to merge.
+    pub fn single(comm: &Comm) -> ValidationSplit<'_> {
+        ValidationSplit { slice: RankSlice::all(), comm, collective_forward: false }
+    }
+}
+
 /// Per-source and per-topic mean token loss on up to `max_windows` held-out windows of
 /// every source.
 pub fn validation_losses(
@@ -34,30 +54,59 @@ pub fn validation_losses(
     sampler: &Sampler,
     micro_batch: usize,
     max_windows: usize,
+    split: &ValidationSplit<'_>,
 ) -> Result<(BTreeMap<String, LossPpl>, BTreeMap<String, LossPpl>)> {
     let device = model.device().clone();
     let names: Vec<String> = sampler.source_names().iter().map(|s| s.to_string()).collect();
     let (mut by_source, mut by_topic) = (Sums::default(), Sums::default());
-    for (i, name) in names.iter().enumerate() {
+    let mut all_groups: Vec<(usize, Vec<Window>)> = Vec::new();
+    for (i, _) in names.iter().enumerate() {
         let windows: Vec<Window> = sampler.validation_windows(i).into_iter().take(max_windows).collect();
         // Full windows go through in micro-batches; a shorter last window on its own.
         let full = sampler.seq_len() + 1;
         let (long, short): (Vec<_>, Vec<_>) = windows.into_iter().partition(|w| w.tokens.len() == full);
-        let mut groups: Vec<Vec<Window>> = long.chunks(micro_batch.max(1)).map(|c| c.to_vec()).collect();
-        groups.extend(short.into_iter().map(|w| vec![w]));
-        for group in groups {
-            let per_token = window_nll(model, &group, &device)?;
-            for (w, nll) in group.iter().zip(per_token) {
-                by_source.add(name, nll.iter().sum(), nll.len() as u64);
-                for (pos, l) in nll.iter().enumerate() {
-                    if let Some(t) = topic_at(w, pos + 1).and_then(|t| sampler.topic_name(t)) {
-                        by_topic.add(t, *l as f64, 1);
-                    }
+        all_groups.extend(long.chunks(micro_batch.max(1)).map(|c| (i, c.to_vec())));
+        all_groups.extend(short.into_iter().map(|w| (i, vec![w])));
+    }
+    let mut ran = 0;
+    for (g, (i, group)) in all_groups.iter().enumerate() {
+        if !split.slice.owns(g) {
+            continue;
+        }
+        ran += 1;
+        let per_token = window_nll(model, group, &device)?;
+        for (w, nll) in group.iter().zip(per_token) {
+            by_source.add(&names[*i], nll.iter().sum(), nll.len() as u64);
+            for (pos, l) in nll.iter().enumerate() {
+                if let Some(t) = topic_at(w, pos + 1).and_then(|t| sampler.topic_name(t)) {
+                    by_topic.add(t, *l as f64, 1);
                 }
             }
         }
     }
-    Ok((by_source.means(), by_topic.means()))
+    if split.slice.world == 1 {
+        return Ok((by_source.means(), by_topic.means()));
+    }
+    if split.collective_forward {
+        let most = all_groups.len().div_ceil(split.slice.world);
+        if let Some((_, first)) = all_groups.first() {
+            for _ in ran..most {
+                window_nll(model, first, &device)?;
+            }
+        }
+    }
+    let mine = serde_json::to_vec(&(&by_source, &by_topic))?;
+    let (mut source, mut topic) = (Sums::default(), Sums::default());
+    for bytes in split.comm.all_gather_vec(&mine)? {
+        let (s, t): (Sums, Sums) = serde_json::from_slice(&bytes)?;
+        for (k, (sum, n)) in s.0 {
+            source.add(&k, sum, n);
+        }
+        for (k, (sum, n)) in t.0 {
+            topic.add(&k, sum, n);
+        }
+    }
+    Ok((source.means(), topic.means()))
 }
 
 /// Per-token NLL of each window's targets (all windows in `group` have equal length).

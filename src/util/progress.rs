@@ -67,6 +67,8 @@ pub struct RunSummary {
     pub last_checkpoint: Option<std::path::PathBuf>,
     /// Peak memory over the run, described (e.g. `3.20 GiB (peak of the GPU memory pool)`).
     pub peak_memory: Option<String>,
+    /// With several ranks: one line per rank (peak memory, communication per step).
+    pub ranks: Option<String>,
     /// Why the run ended ("reached max_tokens", "interrupted", ...).
     pub stop_reason: String,
 }
@@ -98,6 +100,9 @@ impl RunSummary {
         if let Some(peak) = &self.peak_memory {
             out.push_str(&format!("  peak memory: {peak}\n"));
         }
+        if let Some(ranks) = &self.ranks {
+            out.push_str(&format!("  {ranks}\n"));
+        }
         if let Some(ckpt) = &self.last_checkpoint {
             out.push_str(&format!("  last checkpoint: {}\n", ckpt.display()));
         }
@@ -121,6 +126,7 @@ mod tests {
             skipped_spike: 2,
             last_checkpoint: Some("runs/tiny/checkpoints/step-00000120".into()),
             peak_memory: Some("1.25 GiB (peak resident set of the process)".into()),
+            ranks: None,
             stop_reason: "reached max_steps".into(),
         };
         let text = s.render();
