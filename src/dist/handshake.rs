@@ -60,6 +60,9 @@ fn now_unix() -> u64 {
 /// arrival note per rank, so a rank that never arrives can be named.
 pub fn handshake(world: &World, dir: &Path, config_hash: &str, timeout: Duration) -> Result<Started> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(delay) = test_delay(world.rank()) {
+        std::thread::sleep(delay);
+    }
     let me = Arrival {
         peer: PeerId::this_process(world.rank()),
         job_key: world.launch.job_key.clone(),
@@ -69,9 +72,6 @@ pub fn handshake(world: &World, dir: &Path, config_hash: &str, timeout: Duration
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     crate::util::atomic::write_file_atomic(&arrival_path(dir, me.peer.rank), &serde_json::to_vec_pretty(&me)?)?;
-    if let Some(delay) = test_delay(world.rank()) {
-        std::thread::sleep(delay);
-    }
 
     let arrived = Arc::new(AtomicBool::new(false));
     let timer = {
