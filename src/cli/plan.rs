@@ -30,6 +30,9 @@ pub struct PlanArgs {
     /// context and cuBLAS workspaces; 0.05 GiB on a CPU).
     #[arg(long, value_parser = parse_memory)]
     pub runtime: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_memory(text: &str) -> std::result::Result<u64, String> {
@@ -58,7 +61,12 @@ pub fn run(args: PlanArgs) -> Result<()> {
         runtime_bytes: args.runtime.map(|b| b as f64).unwrap_or(if gpu { 0.5 * GIB } else { 0.05 * GIB }),
         bucket_elems: cfg.parallel.bucket_elems(),
     };
-    print!("{}", render(&input, &plan_all(&input)));
+    let plans = plan_all(&input);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+    } else {
+        print!("{}", render(&input, &plans));
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 //!   two decoder layers' full weights at a time;
 //! - activations are counted from the decoder layer's op graph (see [`layer_activation_bytes`]).
 use candle_core::DType;
+use serde::Serialize;
 
 use super::config::ZeroStage;
 use crate::kernels::{KernelMode, KernelSettings};
@@ -41,7 +42,7 @@ pub struct PlanInput {
 }
 
 /// One line of a plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Term {
     pub name: &'static str,
     pub bytes: f64,
@@ -49,7 +50,7 @@ pub struct Term {
 }
 
 /// The prediction for one ZeRO stage and recomputation choice.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub zero: ZeroStage,
     pub recompute: bool,
@@ -90,19 +91,26 @@ fn bytes_of(d: DType) -> f64 {
 }
 
 /// Bytes of activations one decoder layer keeps for its backward, per sequence of `t`
-/// tokens: `(20 H + 8 KV + 4 I) x c` per token (layer input, the norms' f32 and compute
-/// copies, q/k/v and their head-major copies, RoPE's rotated halves and products, the
-/// attention output and projection, residuals, gate, up, SiLU and product, down), plus the
-/// composed attention's four `[heads, t, t]` f32 score tensors (scores, masked, exp,
-/// probabilities), or the fused attention's per-row statistics.
+/// tokens. Counted from the composed layer's op graph: per token `(20 H + 8 KV + 4 I) x c`
+/// (the norms' squares and products, q/k/v and their head-major copies, RoPE's negated
+/// half, concatenation and products, the attention output and its transposed copy, the
+/// projection and residuals, gate, up, SiLU and product, down); per head and pair of
+/// positions, the composed attention's score tensors: the product and its scaled copy in
+/// the compute dtype, the masked scores, shifted scores, exponentials and probabilities in
+/// f32, and (below f32) the f32 copy of the scores and the compute-dtype copy of the
+/// probabilities. The fused attention keeps two f32 statistics per row instead.
 pub fn layer_activation_bytes(model: &ModelConfig, t: usize, compute: DType, kernels: &KernelSettings) -> f64 {
     let (h, i) = (model.hidden_size as f64, model.intermediate_size as f64);
     let kv = (model.num_key_value_heads * model.head_dim) as f64;
-    let per_token = (20.0 * h + 8.0 * kv + 4.0 * i) * bytes_of(compute);
+    let c = bytes_of(compute);
+    let per_token = (20.0 * h + 8.0 * kv + 4.0 * i) * c;
     let heads = model.num_attention_heads as f64;
     let t = t as f64;
     let attention = match kernels.mode {
-        KernelMode::Composed => 4.0 * heads * t * t * 4.0,
+        KernelMode::Composed => {
+            let casts = if compute == DType::F32 { 0.0 } else { 4.0 + c };
+            heads * t * t * (2.0 * c + 4.0 * 4.0 + casts)
+        }
         KernelMode::Fused => 2.0 * heads * t * 4.0,
     };
     per_token * t + attention
