@@ -16,8 +16,8 @@
 # usage: scripts/cuda-toolkit.sh [--stubs-script PATH] [--tests] [--env] [--no-nccl]
 #   --stubs-script  the stub generator (default: ../shared/tools/cuda-link-stubs.sh
 #                   relative to the repository root, or $CPT_CUDA_LINK_STUBS)
-#   --tests         also build the GPU test binary (tests/kernels_cuda.rs) and the GPU
-#                   training benchmark into target-cuda/gpu/
+#   --tests         also build the GPU test binaries (tests/kernels_cuda.rs, and with NCCL
+#                   tests/dist_nccl.rs) and the GPU training benchmark into target-cuda/gpu/
 #   --env           only set up toolkit and stubs, then print the environment to `eval`
 #   --no-nccl       build without NCCL (one GPU only; no libnccl.so.2 needed at run time)
 # Environment: CUDA_COMPUTE_CAP (default 90 = H100/H200), CUDAFORGE_THREADS (default 2).
@@ -88,6 +88,11 @@ if [ "$build_tests" = 1 ]; then
   json=$(cargo test --release --features "$features" --test kernels_cuda --no-run --message-format=json)
   test_bin=$(printf '%s\n' "$json" | grep -o '"executable":"[^"]*kernels_cuda[^"]*"' | tail -1 | cut -d'"' -f4)
   strip -o "$target/gpu/kernels_cuda" "$test_bin"
+  if [ "$features" = nccl ]; then
+    json=$(cargo test --release --features nccl --test dist_nccl --no-run --message-format=json)
+    test_bin=$(printf '%s\n' "$json" | grep -o '"executable":"[^"]*dist_nccl[^"]*"' | tail -1 | cut -d'"' -f4)
+    strip -o "$target/gpu/dist_nccl" "$test_bin"
+  fi
   cargo build --release --features "$features" --bench gpu_train_step
   bench_bin=$(ls -t "$target"/release/deps/gpu_train_step-* | grep -v '\.d$' | head -1)
   strip -o "$target/gpu/gpu_train_step" "$bench_bin"

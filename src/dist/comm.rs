@@ -144,6 +144,11 @@ impl Comm {
         &self.stats
     }
 
+    /// The engine itself, without the one-rank short-cuts of `Comm` (tests of an engine).
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
     /// (W-1)/W x `bytes`: what one rank sends in a ring all-gather or reduce-scatter of a
     /// `bytes` buffer.
     fn ring_share(&self, bytes: usize) -> u64 {
