@@ -211,8 +211,8 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
         if fault_injection.contains(&(counters.step + 1)) {
             step_out.loss = f64::NAN;
         }
-        // The step's losses and stop requests summed over ranks: every rank decides alike.
-        let interrupted = reduce_step(world, &mut step_out, accum_per_rank, stop.requested())?;
+        // The step's losses summed over ranks: every rank decides alike.
+        reduce_step(world, &mut step_out, accum_per_rank)?;
         let prev_tokens = counters.tokens;
         counters.step += 1;
         counters.tokens += tokens_per_step;
@@ -314,6 +314,8 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
             }
         }
 
+        // A signal to any rank stops every rank after this step.
+        let interrupted = stop_agreed(world, stop.requested())?;
         let finished = counters.step >= total_steps || ending == Ending::GuardStopped || interrupted;
         let due = cfg.checkpoint_due(prev_tokens, counters.step, counters.tokens);
         if due || (finished && (cfg.checkpoint.at_end || interrupted || ending == Ending::GuardStopped)) {
@@ -399,12 +401,12 @@ fn per_rank_accumulation(cfg: &TrainConfig, world: &World) -> Result<usize> {
 }
 
 /// Sums the step's loss and per-source losses over ranks (every rank ends with the global
-/// values, bit-identical) and tells whether any rank was asked to stop.
-fn reduce_step(world: &World, out: &mut StepOutput, accum_per_rank: usize, stop_requested: bool) -> Result<bool> {
+/// values, bit-identical).
+fn reduce_step(world: &World, out: &mut StepOutput, accum_per_rank: usize) -> Result<()> {
     if world.size() == 1 {
-        return Ok(stop_requested);
+        return Ok(());
     }
-    let mut values = vec![out.loss_sum, if stop_requested { 1.0 } else { 0.0 }];
+    let mut values = vec![out.loss_sum];
     // Every rank knows every source (the same sampler): send sums and counts for all.
     for name in &out.all_sources {
         let (s, n) = out.source_sums.get(name).copied().unwrap_or((0.0, 0));
@@ -417,10 +419,17 @@ fn reduce_step(world: &World, out: &mut StepOutput, accum_per_rank: usize, stop_
         .all_sources
         .iter()
         .enumerate()
-        .filter(|(i, _)| values[3 + 2 * i] > 0.0)
-        .map(|(i, name)| (name.clone(), values[2 + 2 * i] / values[3 + 2 * i]))
+        .filter(|(i, _)| values[2 + 2 * i] > 0.0)
+        .map(|(i, name)| (name.clone(), values[1 + 2 * i] / values[2 + 2 * i]))
         .collect();
-    Ok(values[1] > 0.0)
+    Ok(())
+}
+
+/// Whether any rank was asked to stop (SIGINT/SIGTERM): all ranks then checkpoint together.
+fn stop_agreed(world: &World, requested: bool) -> Result<bool> {
+    let mut flag = [if requested { 1.0 } else { 0.0 }];
+    world.comm().max_f64(&mut flag)?;
+    Ok(flag[0] > 0.0)
 }
 
 fn merge_rank_stats(total: Option<RankStats>, window: &RankStats) -> RankStats {
