@@ -192,8 +192,9 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
     let mut first_loss = None;
     let mut ending = Ending::Completed;
     let slice = RankSlice { rank: world.rank(), world: world.size() };
+    // Bytes and seconds of communication, and steps: since the last record, and over the run.
     let mut comm_window = (0.0f64, 0.0f64, 0u64);
-    let mut rank_stats: Option<RankStats> = None;
+    let mut comm_run = (0.0f64, 0.0f64, 0u64);
 
     if cfg.validation.at_start && counters.step == 0 {
         run_validation(cfg, &model, &mut sampler, &counters, metrics.as_mut(), &mut tensorboard, &progress, world)?;
@@ -252,6 +253,7 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
 
         let comm = world.comm().stats().take();
         comm_window = (comm_window.0 + comm.bytes as f64, comm_window.1 + comm.seconds, comm_window.2 + 1);
+        comm_run = (comm_run.0 + comm.bytes as f64, comm_run.1 + comm.seconds, comm_run.2 + 1);
         let elapsed = counters.elapsed_before + started.elapsed().as_secs_f64();
         let log_due = counters.step % cfg.logging.every_steps.get().max(1) == 0 || skipped.is_some();
         if log_due {
@@ -261,9 +263,7 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
             let peak = peak_memory.window_peak();
             let ranks = if world.size() > 1 {
                 let steps = comm_window.2.max(1) as f64;
-                let stats = RankStats::gather(world, peak, comm_window.0 / steps, comm_window.1 / steps)?;
-                rank_stats = Some(merge_rank_stats(rank_stats.take(), &stats));
-                Some(stats)
+                Some(RankStats::gather(world, peak, comm_window.0 / steps, comm_window.1 / steps)?)
             } else {
                 None
             };
@@ -349,7 +349,9 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
         flops: flops_per_token * counters.tokens as f64,
     };
     let run_peak = peak_memory.run_peak();
-    let all_peaks = if world.size() > 1 { Some(RankStats::gather(world, run_peak, 0.0, 0.0)?) } else { None };
+    let steps = comm_run.2.max(1) as f64;
+    let run_ranks =
+        if world.size() > 1 { Some(RankStats::gather(world, run_peak, comm_run.0 / steps, comm_run.1 / steps)?) } else { None };
     let summary = RunSummary {
         steps: counters.step,
         tokens: counters.tokens,
@@ -360,7 +362,7 @@ fn train_in(cfg: &TrainConfig, opts: &TrainOptions, session: &Session, device: D
         skipped_spike: guard.skipped_spike,
         last_checkpoint,
         peak_memory: run_peak.map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
-        ranks: all_peaks.map(|p| describe_ranks(&p, rank_stats.as_ref())),
+        ranks: run_ranks.map(|r| describe_ranks(&r)),
         stop_reason: match ending {
             Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, metrics_path.display()),
             Ending::Interrupted => "interrupted by a signal (checkpoint written)".to_string(),
@@ -432,54 +434,18 @@ fn stop_agreed(world: &World, requested: bool) -> Result<bool> {
     Ok(flag[0] > 0.0)
 }
 
-fn merge_rank_stats(total: Option<RankStats>, window: &RankStats) -> RankStats {
-    match total {
-        None => window.clone(),
-        Some(mut t) => {
-            for (a, b) in t.peak_mem_bytes.iter_mut().zip(&window.peak_mem_bytes) {
-                *a = match (*a, *b) {
-                    (Some(x), Some(y)) => Some(x.max(y)),
-                    (x, y) => x.or(y),
-                };
-            }
-            for (a, b) in t.comm_bytes_per_step.iter_mut().zip(&window.comm_bytes_per_step) {
-                *a = a.max(*b);
-            }
-            for (a, b) in t.comm_s_per_step.iter_mut().zip(&window.comm_s_per_step) {
-                *a = a.max(*b);
-            }
-            t
-        }
-    }
-}
-
-/// The run summary's per-rank line: peak memory, and the largest per-step communication
-/// of any logging window.
-fn describe_ranks(peaks: &RankStats, comm: Option<&RankStats>) -> String {
+/// The run summary's per-rank lines: peak memory, and communication per step over the run.
+fn describe_ranks(ranks: &RankStats) -> String {
     let mut parts = Vec::new();
-    for (r, p) in peaks.peak_mem_bytes.iter().enumerate() {
+    for (r, p) in ranks.peak_mem_bytes.iter().enumerate() {
         let mem = p.map_or("?".to_string(), |b| format!("{:.2} GiB", b as f64 / GIB));
-        let c = comm
-            .map(|c| format!(", {:.1} MB and {:.3} s of communication per step", c.comm_bytes_per_step[r] / 1e6, c.comm_s_per_step[r]))
-            .unwrap_or_default();
-        parts.push(format!("rank {r}: peak {mem}{c}"));
+        parts.push(format!(
+            "rank {r}: peak {mem}, {:.1} MB and {:.3} s of communication per step",
+            ranks.comm_bytes_per_step[r] / 1e6,
+            ranks.comm_s_per_step[r]
+        ));
     }
     parts.join("\n  ")
-}
-
-/// Environment variable naming steps (1-based, comma-separated) whose loss is replaced by
-/// NaN: fault injection that lets tests and users check the guard rails end to end.
-pub const INJECT_NAN_ENV: &str = "CPT_INJECT_NAN_AT_STEPS";
-
-fn nan_injection_steps() -> Result<Vec<u64>> {
-    match std::env::var(INJECT_NAN_ENV) {
-        Ok(list) => list
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().parse::<u64>().with_context(|| format!("{INJECT_NAN_ENV}: `{s}` is not a step number")))
-            .collect(),
-        Err(_) => Ok(Vec::new()),
-    }
 }
 
 /// Loss, per-source loss and summed gradients of one optimiser step (this rank's share
