@@ -69,6 +69,18 @@ impl Classifier {
         true
     }
 
+    /// The mean of `text`'s feature rows (fastText's sentence vector; zeros without features).
+    pub fn sentence_vector(&self, text: &str) -> Vec<f32> {
+        let mut buf = PredictBuf::default();
+        self.featurizer.features(text, &mut buf.features);
+        let mut hidden = vec![0.0; self.dim];
+        if !buf.features.rows.is_empty() {
+            let dim = self.dim;
+            average_rows(&buf.features.rows, |r| &self.input[r as usize * dim..(r as usize + 1) * dim], &mut hidden);
+        }
+        hidden
+    }
+
     /// The best label (the first on ties), or `None` for a text without features.
     pub fn predict(&self, text: &str, buf: &mut PredictBuf) -> Option<Prediction> {
         if !self.probabilities(text, buf) {
