@@ -128,20 +128,26 @@ pub fn train(
     let output = HogwildMatrix::new(vec![0.0; labels * dim], dim);
     let total = examples.total_words() * opts.epoch as u64;
     let done = AtomicU64::new(0);
-    let mut last_epoch_loss = 0.0;
-    for epoch in 0..opts.epoch {
-        let mut order: Vec<u32> = (0..examples.len() as u32).collect();
-        SplitMix64::keyed(&[opts.seed, epoch as u64]).shuffle(&mut order);
-        let part = order.len().div_ceil(opts.threads);
-        let losses: Vec<Option<f64>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = order
-                .chunks(part)
-                .map(|chunk| {
-                    let (input, output, done) = (&input, &output, &done);
-                    scope.spawn(move || {
-                        let mut b = StepBuffers { hidden: vec![0.0; dim], grad: vec![0.0; dim], probs: vec![0.0; labels] };
-                        let mut loss = 0.0f64;
-                        for (k, &i) in chunk.iter().enumerate() {
+    let n = examples.len();
+    let part = n.div_ceil(opts.threads);
+    // Every thread runs all epochs over its own slice of each epoch's order, with no barrier
+    // between epochs (a thread descheduled on a busy machine holds nobody up), as fastText's
+    // threads do; the learning rate follows the words done by all threads together.
+    let last_epoch_losses: Vec<Option<f64>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..opts.threads)
+            .map(|t| {
+                let (input, output, done) = (&input, &output, &done);
+                scope.spawn(move || {
+                    let mut b = StepBuffers { hidden: vec![0.0; dim], grad: vec![0.0; dim], probs: vec![0.0; labels] };
+                    let mut order: Vec<u32> = Vec::with_capacity(n);
+                    let mut loss = 0.0f64;
+                    for epoch in 0..opts.epoch {
+                        order.clear();
+                        order.extend(0..n as u32);
+                        SplitMix64::keyed(&[opts.seed, epoch as u64]).shuffle(&mut order);
+                        let mine = &order[(t * part).min(n)..((t + 1) * part).min(n)];
+                        loss = 0.0;
+                        for (k, &i) in mine.iter().enumerate() {
                             let i = i as usize;
                             let at = done.load(Ordering::Relaxed);
                             let lr = opts.lr * (1.0 - at as f32 / total as f32);
@@ -154,17 +160,17 @@ pub fn train(
                                 progress(now, total);
                             }
                         }
-                        loss
-                    })
+                    }
+                    loss
                 })
-                .collect();
-            workers.into_iter().map(|w| w.join().ok()).collect()
-        });
-        let Some(sum) = losses.into_iter().sum::<Option<f64>>() else { bail!("a training thread panicked") };
-        last_epoch_loss = sum / examples.len() as f64;
-        if !last_epoch_loss.is_finite() {
-            bail!("training diverged in epoch {} (loss {last_epoch_loss}); lower lr", epoch + 1);
-        }
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().ok()).collect()
+    });
+    let Some(sum) = last_epoch_losses.into_iter().sum::<Option<f64>>() else { bail!("a training thread panicked") };
+    let last_epoch_loss = sum / n as f64;
+    if !last_epoch_loss.is_finite() {
+        bail!("training diverged (last-epoch loss {last_epoch_loss}); lower --lr");
     }
     progress(total, total);
     Ok(Trained { input: input.into_values(), output: output.into_values(), last_epoch_loss })
