@@ -254,6 +254,13 @@ fn bad_training_data_names_file_and_line() {
     let (ok, _, err) = cpt(&["topics", "train", "--data", one.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!ok && err.contains("at least two"), "{err}");
     assert_eq!(files_in(root).iter().filter(|n| n.contains(".tmp-")).count(), 0);
+    // An existing folder that is not a classifier is never replaced.
+    std::fs::create_dir_all(root.join("keep")).unwrap();
+    std::fs::write(root.join("keep/notes.txt"), "mine").unwrap();
+    write_jsonl(&one, &[serde_json::json!({"text": "a b", "topic": "x"}), serde_json::json!({"text": "c d", "topic": "y"})]);
+    let (ok, _, err) = cpt(&["topics", "train", "--data", one.to_str().unwrap(), "--out", root.join("keep").to_str().unwrap(), "--quiet"]);
+    assert!(!ok && err.contains("is not a `cpt topics` classifier"), "{err}");
+    assert!(root.join("keep/notes.txt").is_file());
 }
 
 /// A trained classifier in `root/clf`, and its files.

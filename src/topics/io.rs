@@ -97,6 +97,11 @@ pub fn save(dir: &Path, clf: &Classifier, settings: &ModelSettings, training: Op
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
+    // Only an earlier classifier is replaced; any other folder is left alone.
+    let occupied = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if occupied && !dir.join(INFO_FILE).is_file() {
+        bail!("{}: exists and is not a `cpt topics` classifier; choose another --out", dir.display());
+    }
     let out = AtomicDir::create(dir)?;
     let words = clf.featurizer.vocabulary().words();
     let vocab = words.join("\n").into_bytes();
