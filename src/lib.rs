@@ -4,7 +4,8 @@
 //! `train` (loop, optimiser, schedule, checkpoints), which drives `model` (one decoder for
 //! Llama/Qwen2/Mistral with a backward for every op). `eval` scores checkpoints with the
 //! same forward path; `vocab` extends tokenizers; `sweep` runs and fits proxy grids;
-//! `dist` runs the loop across ranks (data parallelism, sharded optimiser and weights).
+//! `topics` labels documents by topic for the sampler's topic mixing; `dist` runs the loop
+//! across ranks (data parallelism, sharded optimiser and weights).
 
 pub mod config;
 pub mod data;
@@ -13,6 +14,7 @@ pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod sweep;
+pub mod topics;
 pub mod train;
 pub mod util;
 pub mod vocab;

@@ -37,6 +37,9 @@ enum Command {
     Sweep(cli::sweep::SweepArgs),
     /// Fit mixing laws, the LR-ratio relation and compute laws to sweep results.
     Fit(cli::fit::FitArgs),
+    /// Train a topic classifier and label documents by topic for topic mixing.
+    #[command(subcommand)]
+    Topics(cli::topics::TopicsCommand),
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn main() {
         Command::Vocab(c) => cli::vocab::run(c),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Fit(a) => cli::fit::run(a),
+        Command::Topics(c) => cli::topics::run(c),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

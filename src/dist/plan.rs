@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::config::ZeroStage;
 use crate::kernels::{KernelMode, KernelSettings};
-use crate::model::causal_lm::parameter_specs;
+use crate::model::params::parameter_specs;
 use crate::model::ModelConfig;
 
 pub const GIB: f64 = (1u64 << 30) as f64;

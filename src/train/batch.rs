@@ -2,7 +2,8 @@
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 
-use crate::data::sampler::Window;
+use crate::data::rank_slice::RankSlice;
+use crate::data::sampler::{Sampler, Window};
 use crate::model::packing::Packing;
 
 /// One micro-batch: inputs, targets and the document layout, plus which source each row
@@ -43,6 +44,21 @@ impl MicroBatch {
             sources: windows.iter().map(|w| w.source).collect(),
         })
     }
+}
+
+/// This rank's `count` micro-batches of `micro_batch` windows each, from the next step's
+/// windows in order (`count = grad_accum / ranks`; one process takes every window). The
+/// sampler ends after the whole step's windows on every rank.
+pub fn draw_micro_batches(
+    sampler: &mut Sampler,
+    slice: RankSlice,
+    count: usize,
+    micro_batch: usize,
+    device: &Device,
+) -> Result<Vec<MicroBatch>> {
+    let seq_len = sampler.seq_len();
+    let windows = slice.draw_step(sampler, count * micro_batch)?;
+    windows.chunks(micro_batch).map(|w| MicroBatch::from_windows(w, seq_len, device)).collect()
 }
 
 /// The topic of the document that token `pos` of window `w` lies in (None: unlabelled).
