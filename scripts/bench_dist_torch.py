@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from transformers import LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train_torch import load_tokens, windows  # noqa: E402
+from bench_train_torch import load_tokens, model_and_optimizer, windows  # noqa: E402
 
 
 def main():
@@ -48,16 +47,8 @@ def main():
     if world > 1:
         dist.init_process_group("gloo")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
+    model, opt = model_and_optimizer(args.model, 3e-4, 0.1)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
-    )
     if args.grad_accum % world:
         raise SystemExit(f"--grad-accum {args.grad_accum} does not split over {world} ranks")
     local = args.grad_accum // world

@@ -51,6 +51,21 @@ def windows(tokens: np.ndarray, batch: int, seq_len: int):
         yield torch.from_numpy(np.stack(rows))
 
 
+def model_and_optimizer(model_dir, lr, weight_decay):
+    """The f32 model in training mode and AdamW with cpt's decay groups (2-D weights other
+    than the input embeddings decay)."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    return model, opt
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, type=Path)
@@ -67,15 +82,7 @@ def main():
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
-    )
+    model, opt = model_and_optimizer(args.model, args.lr, args.weight_decay)
     data = windows(load_tokens(args.shard), args.micro_batch, args.seq_len)
     vocab = model.config.vocab_size
 

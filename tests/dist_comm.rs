@@ -3,14 +3,17 @@
 //! The copies started by mpiexec see `CPT_TEST_MPI_WORKER` and run the rank's side.
 #![cfg(feature = "mpi")]
 
+mod dist_common;
+
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor, Var};
+use dist_common::{flat, settings};
 use cpt::dist::comm::Comm;
 use cpt::dist::shard::ShardLayout;
 use cpt::dist::zero::{all_reduce_grads, ShardGrads, ShardedOptimizer};
 use cpt::dist::{Launch, ParallelConfig, World};
-use cpt::train::optim::{Algorithm, Grads, Optimizer, OptimizerSettings};
+use cpt::train::optim::{Grads, Optimizer};
 
 const WORKER: &str = "CPT_TEST_MPI_WORKER";
 
@@ -83,10 +86,6 @@ fn collectives_sum_gather_and_broadcast_over_three_ranks() {
     assert!(totals.calls >= 9 && totals.bytes > 0 && totals.seconds > 0.0, "{totals:?}");
 }
 
-fn settings() -> OptimizerSettings {
-    OptimizerSettings { algorithm: Algorithm::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, weight_decay: 0.1, decay_embeddings: false }
-}
-
 fn shapes() -> Vec<(String, Vec<usize>)> {
     vec![
         ("model.embed_tokens.weight".into(), vec![300, 16]),
@@ -98,34 +97,11 @@ fn shapes() -> Vec<(String, Vec<usize>)> {
 }
 
 fn params() -> Vec<(String, Var)> {
-    shapes()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (n, s))| {
-            let numel: usize = s.iter().product();
-            let v: Vec<f32> = (0..numel).map(|k| ((k * 31 + i * 17) % 97) as f32 / 97.0 - 0.5).collect();
-            (n, Var::from_tensor(&Tensor::from_vec(v, s.as_slice(), &Device::Cpu).unwrap()).unwrap())
-        })
-        .collect()
+    dist_common::params(&shapes(), &Device::Cpu)
 }
 
-/// Rank r's gradients at `step` (a different set per rank, as from different data).
 fn grads(rank: usize, step: usize) -> Grads {
-    Grads::from_tensors(
-        shapes()
-            .into_iter()
-            .enumerate()
-            .map(|(i, (n, s))| {
-                let numel: usize = s.iter().product();
-                let g: Vec<f32> = (0..numel).map(|k| ((k * 13 + i * 7 + step * 5 + rank * 11) % 23) as f32 / 23.0 - 0.4).collect();
-                (n, Some(Tensor::from_vec(g, s.as_slice(), &Device::Cpu).unwrap()))
-            })
-            .collect(),
-    )
-}
-
-fn flat(params: &[(String, Var)]) -> Vec<f32> {
-    params.iter().flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    dist_common::grads(&shapes(), &Device::Cpu, rank, step)
 }
 
 /// Two ranks of ZeRO-1 (reduce-scatter, per-shard norm, sharded AdamW with clipping,

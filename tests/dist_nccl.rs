@@ -8,15 +8,18 @@
 //!    GPU error, or the ranks' ZeRO-1 and all-reduce results match one process.
 #![cfg(feature = "nccl")]
 
+mod dist_common;
+
 use std::process::Command;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
+use dist_common::{flat, settings};
 use cpt::dist::comm::Comm;
 use cpt::dist::config::{NcclBootstrap, ParallelConfig};
 use cpt::dist::shard::ShardLayout;
 use cpt::dist::zero::{ShardGrads, ShardedOptimizer};
 use cpt::dist::{Launch, Launcher};
-use cpt::train::optim::{Algorithm, Grads, OptimizerSettings};
+use cpt::train::optim::Grads;
 
 fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
@@ -28,10 +31,6 @@ fn gpu() -> Option<Device> {
     }
 }
 
-fn settings() -> OptimizerSettings {
-    OptimizerSettings { algorithm: Algorithm::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, weight_decay: 0.1, decay_embeddings: false }
-}
-
 fn shapes() -> Vec<(String, Vec<usize>)> {
     vec![
         ("model.embed_tokens.weight".into(), vec![300, 16]),
@@ -40,35 +39,13 @@ fn shapes() -> Vec<(String, Vec<usize>)> {
     ]
 }
 
-fn params(dev: &Device) -> Vec<(String, Var)> {
-    shapes()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (n, s))| {
-            let numel: usize = s.iter().product();
-            let v: Vec<f32> = (0..numel).map(|k| ((k * 31 + i * 17) % 97) as f32 / 97.0 - 0.5).collect();
-            (n, Var::from_tensor(&Tensor::from_vec(v, s.as_slice(), dev).unwrap()).unwrap())
-        })
-        .collect()
-}
-
 fn grads(dev: &Device, rank: usize, step: usize) -> Grads {
-    Grads::from_tensors(
-        shapes()
-            .into_iter()
-            .enumerate()
-            .map(|(i, (n, s))| {
-                let numel: usize = s.iter().product();
-                let g: Vec<f32> = (0..numel).map(|k| ((k * 13 + i * 7 + step * 5 + rank * 11) % 23) as f32 / 23.0 - 0.4).collect();
-                (n, Some(Tensor::from_vec(g, s.as_slice(), dev).unwrap()))
-            })
-            .collect(),
-    )
+    dist_common::grads(&shapes(), dev, rank, step)
 }
 
 /// `steps` ZeRO-1 steps with gradient sums `sum_of(step)`; returns the flat weights.
 fn zero1(comm: &Comm, rank: usize, dev: &Device, steps: usize, my_grads: impl Fn(usize) -> Grads) -> Vec<f32> {
-    let p = params(dev);
+    let p = dist_common::params(&shapes(), dev);
     let layout = ShardLayout::new(&shapes(), comm.size()).unwrap();
     let mut opt = ShardedOptimizer::new(layout, rank, &p, settings()).unwrap();
     for step in 0..steps {
@@ -80,7 +57,7 @@ fn zero1(comm: &Comm, rank: usize, dev: &Device, steps: usize, my_grads: impl Fn
         opt.step(&pieces, 1e-2).unwrap();
         opt.all_gather_into(comm, &p, DType::F32, 1 << 20).unwrap();
     }
-    p.iter().flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    flat(&p)
 }
 
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
