@@ -11,14 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::TrainConfig;
 use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
 use crate::data::sampler::{Sampler, SamplerState};
-use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
 use crate::model::causal_lm::{CausalLm, SaveOptions};
 use crate::eval::model_adapter::ModelScorer;
 use crate::eval::training::{parse_tasks, PreparedEvalTasks};
 use crate::kernels::device_info;
 use crate::kernels::recompute::GradSink;
 use crate::kernels::KernelMode;
-use crate::model::tokenizer::Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 use super::batch::MicroBatch;
 use super::checkpoint::{load_checkpoint, Checkpoints, TrainerState, STATE_FORMAT};
@@ -425,7 +424,7 @@ impl TrainingEvals {
         };
         let tasks = parse_tasks(&cfg.eval.tasks)?;
         let tasks = PreparedEvalTasks::from_tasks(&tasks, cfg.eval.batch_tokens).context("eval.tasks")?;
-        let tokenizer = Tokenizer::from_dir(model_dir)?;
+        let tokenizer = cfg.data.open_tokenizer(model_dir)?;
         Ok(Some(Self { every, tasks, tokenizer }))
     }
 
@@ -526,9 +525,7 @@ fn select_device(cfg: &TrainConfig) -> Result<Device> {
 /// Tokenizes the configured sources (reusing cached shards) and opens the sampler.
 fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
     let data = &cfg.data;
-    let tokenizer_path = data.tokenizer.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let overrides = SpecialOverrides { bos_token: data.bos_token.clone(), eos_token: data.eos_token.clone() };
-    let tokenizer = TextTokenizer::load(&tokenizer_path, &overrides)?;
+    let tokenizer = data.open_tokenizer(&cfg.model.path)?;
     if tokenizer.vocab_size() > model.config().vocab_size {
         bail!(
             "the tokenizer {} has {} tokens but the model's vocab_size is {}",
@@ -540,7 +537,7 @@ fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
     let cache_dir = data.cache_dir.clone().unwrap_or_else(|| cfg.run.out_dir.join("data"));
     let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar, force: false };
     prepare(data, &tokenizer, &opts)?;
-    let prepared = PreparedData::open(&cache_dir, data, Some(tokenizer.hash()))?;
+    let prepared = PreparedData::open(&cache_dir, data, Some(&tokenizer))?;
     Sampler::new(data, prepared, cfg.batch.seq_len, cfg.run.seed)
 }
 
