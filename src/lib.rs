@@ -6,6 +6,7 @@
 //! same forward path; `tokenizer` is the one tokenizer all of them share (BOS/EOS/PAD by one
 //! rule); `vocab` extends tokenizers; `sweep` runs and fits proxy grids.
 
+pub mod chart;
 pub mod config;
 pub mod data;
 pub mod eval;
