@@ -6,7 +6,6 @@
 //! that answers "log p(token | prefix)" queries); `model_adapter` implements it for
 //! `crate::model::CausalLm`.
 pub mod benchmarks;
-pub mod csv;
 pub mod documents;
 pub mod entropy;
 pub mod loglik;

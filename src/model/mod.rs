@@ -9,7 +9,6 @@
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
-//! - `tokenizer`: `tokenizer.json` with BOS/EOS resolution
 //! - `init`: presets, seeded random init, byte-level BPE training
 pub mod causal_lm;
 pub mod config;
@@ -20,10 +19,10 @@ pub mod loss;
 pub mod ops;
 pub mod packing;
 pub mod params;
-pub mod tokenizer;
 
 pub use causal_lm::{CausalLm, SaveOptions};
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use loss::token_nll;
 pub use packing::Packing;
-pub use tokenizer::Tokenizer;
+/// The model directory's tokenizer (defined in `crate::tokenizer`).
+pub use crate::tokenizer::Tokenizer;
