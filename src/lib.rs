@@ -8,6 +8,7 @@
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod sweep;

@@ -5,6 +5,7 @@
 //! - `ops`: differentiable RMSNorm, RoPE (incl. llama3 scaling), GQA attention, SwiGLU
 //! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype and kernels)
 //! - `layer`: one decoder layer, through `kernels::dispatch` (composed or fused ops)
+//! - `kv_cache`: keys/values of past tokens for generation (`CausalLm::forward_cached`)
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
@@ -14,6 +15,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod init;
 pub mod io;
+pub mod kv_cache;
 mod layer;
 pub mod loss;
 pub mod ops;
@@ -22,6 +24,7 @@ pub mod tokenizer;
 
 pub use causal_lm::{CausalLm, SaveOptions};
 pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use kv_cache::KvCache;
 pub use loss::token_nll;
 pub use packing::Packing;
 pub use tokenizer::Tokenizer;
