@@ -17,6 +17,7 @@ pub mod pandas_text;
 pub mod perplexity;
 pub mod report;
 pub mod requests;
+pub mod sandbox;
 pub mod score;
 pub mod subjects;
 pub mod templates;
