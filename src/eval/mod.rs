@@ -9,6 +9,7 @@ pub mod benchmarks;
 pub mod csv;
 pub mod documents;
 pub mod entropy;
+pub mod generative;
 pub mod loglik;
 pub mod metrics;
 pub mod model_adapter;

@@ -45,3 +45,15 @@ impl TokenText for crate::model::Tokenizer {
         self.eos_id().into_iter().collect()
     }
 }
+
+/// The ids that end generation: the model's `eos_token_id` (all of them) and the
+/// tokenizer's EOS.
+pub fn eos_ids(model: &crate::model::CausalLm, text: &dyn TokenText) -> Vec<u32> {
+    let mut ids = model.config().eos_token_ids.clone();
+    for id in text.eos_ids() {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
