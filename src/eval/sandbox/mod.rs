@@ -91,34 +91,54 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Finds the Python interpreter (`$CPT_PYTHON`, else `python3` on PATH) and probes which
+    /// Finds the Python interpreter (`$CPT_PYTHON`, else `python3` on PATH; run as root, the
+    /// system's `/usr/bin/python3` when `nobody` cannot reach the first one) and probes which
     /// isolation works here.
     pub fn new(limits: Limits) -> Result<Self> {
-        let python = find_python()?;
+        let candidates = python_candidates()?;
         let root = unsafe { libc::geteuid() } == 0;
-        let mut sandbox = Self {
-            python,
-            limits,
-            isolation: Isolation { namespaces: true, landlock: landlock::abi_version().is_some(), drop_to_nobody: root },
-            warnings: Vec::new(),
-        };
-        if !sandbox.isolation.landlock {
-            sandbox.warnings.push(
+        let landlock = landlock::abi_version().is_some();
+        let mut last_error = None;
+        for namespaces in [true, false] {
+            for python in &candidates {
+                let sandbox = Self {
+                    python: python.clone(),
+                    limits,
+                    isolation: Isolation { namespaces, landlock, drop_to_nobody: root },
+                    warnings: Vec::new(),
+                };
+                match sandbox.probe() {
+                    Ok(()) => return Ok(sandbox.with_warnings(&candidates[0])),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        Err(last_error.expect("at least one candidate")).context("no Python interpreter runs in the sandbox")
+    }
+
+    fn with_warnings(mut self, first_choice: &Path) -> Self {
+        if !self.isolation.landlock {
+            self.warnings.push(
                 "Landlock is not available (Linux >= 5.13 with Landlock enabled): generated programs can write \
                  anywhere their user may"
                     .into(),
             );
         }
-        if sandbox.probe().is_err() {
-            sandbox.isolation.namespaces = false;
-            sandbox.warnings.push(
+        if !self.isolation.namespaces {
+            self.warnings.push(
                 "this OS refuses new PID/network namespaces here: generated programs run without network isolation \
                  and only their process group is killed at the time limit"
                     .into(),
             );
-            sandbox.probe().context("running Python in the sandbox (without namespaces)")?;
         }
-        Ok(sandbox)
+        if self.python != first_choice {
+            self.warnings.push(format!(
+                "{} cannot run as the sandbox's user; using {}",
+                first_choice.display(),
+                self.python.display()
+            ));
+        }
+        self
     }
 
     fn probe(&self) -> Result<()> {
@@ -305,8 +325,8 @@ fn read_tail(path: &Path) -> String {
 }
 
 /// The real interpreter behind `$CPT_PYTHON` or `python3` (wrappers such as pyenv's shims
-/// need an environment the sandbox does not pass on).
-fn find_python() -> Result<PathBuf> {
+/// need an environment the sandbox does not pass on), then the system's interpreters.
+fn python_candidates() -> Result<Vec<PathBuf>> {
     let name = std::env::var("CPT_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&name)
         .args(["-c", "import sys; print(sys.executable)"])
@@ -315,11 +335,18 @@ fn find_python() -> Result<PathBuf> {
     if !out.status.success() {
         bail!("`{name} -c 'import sys'` failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if !path.is_file() {
-        bail!("`{name}` reports its interpreter at {}, which does not exist", path.display());
+    let first = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !first.is_file() {
+        bail!("`{name}` reports its interpreter at {}, which does not exist", first.display());
     }
-    Ok(path)
+    let mut all = vec![first];
+    for system in ["/usr/bin/python3", "/usr/local/bin/python3"] {
+        let p = PathBuf::from(system);
+        if p.is_file() && !all.contains(&p) {
+            all.push(p);
+        }
+    }
+    Ok(all)
 }
 
 /// Runs every program on `workers` threads; results in program order.
