@@ -6,6 +6,7 @@ pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
+pub mod samples;
 pub mod schedule;
 pub mod tensorboard;
 pub mod batch;

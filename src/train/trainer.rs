@@ -26,6 +26,7 @@ use super::guard::{Guard, Verdict};
 use super::memory::{PeakMemory, GIB};
 use super::metrics::{MetricsWriter, StepRecord, ValRecord};
 use super::optim::{GradAccumulator, Optimizer};
+use super::samples::TrainingSamples;
 use super::schedule::Schedule;
 use super::tensorboard::TensorBoardWriter;
 use super::validate::validation_losses;
@@ -111,6 +112,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
 
     let evals = TrainingEvals::prepare(cfg, &model_dir)?;
+    let samples = TrainingSamples::prepare(cfg, &model_dir)?;
     let mut sampler = open_sampler(cfg, &model)?;
     for w in sampler.warnings() {
         eprintln!("warning: {w}");
@@ -257,6 +259,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             if counters.step % evals.every == 0 || counters.step == total_steps {
                 evals.run(&model, &counters, &mut metrics, &progress)?;
             }
+        }
+        if let Some(samples) = samples.as_ref().filter(|s| s.due(counters.step, total_steps)) {
+            samples.run(&model, counters.step, counters.tokens, &mut metrics, tensorboard.as_mut(), &progress)?;
         }
 
         let interrupted = stop.requested();
