@@ -165,14 +165,10 @@ pub fn describe_stats(s: &GenerationStats) -> String {
 }
 
 fn read_prompts(path: &PathBuf) -> Result<Vec<Prompt>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {} (must be UTF-8)", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}: line {}", path.display(), i + 1);
-        let record: Map<String, Value> = serde_json::from_str(line).with_context(|| format!("{}: not a JSON object", at()))?;
+    for (line, value) in cpt::util::jsonl::read_records(path)? {
+        let at = || format!("{}: line {line}", path.display());
+        let Value::Object(record) = value else { bail!("{}: not a JSON object", at()) };
         let text = match record.get("prompt") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -189,9 +185,6 @@ fn read_prompts(path: &PathBuf) -> Result<Vec<Prompt>> {
             bail!("{}: no `prompt` (string) or `messages` field", at());
         }
         out.push(Prompt { record, messages, text });
-    }
-    if out.is_empty() {
-        bail!("{}: no prompts", path.display());
     }
     Ok(out)
 }

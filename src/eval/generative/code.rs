@@ -7,10 +7,9 @@
 //! it): `task_id, prompt, canonical_solution, test, entry_point`. MBPP's `mbpp.jsonl`:
 //! `task_id, text, code, test_list, ...`; of the full release, the test split (task ids
 //! 11-510) is evaluated.
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
 /// One problem: the prompt, what goes before the completion and after it in the program.
@@ -33,36 +32,7 @@ impl CodeProblem {
     }
 }
 
-fn read_lines(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut text = String::new();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).with_context(|| format!("{}: not gzip'd UTF-8", path.display()))?;
-    } else {
-        text = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", path.display()))?;
-    }
-    Ok(text)
-}
-
-fn records(path: &Path) -> Result<Vec<(usize, Value)>> {
-    let text = read_lines(path)?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(line).map_err(|e| anyhow!("{}: line {}: bad JSON: {e}", path.display(), i + 1))?;
-        out.push((i + 1, v));
-    }
-    if out.is_empty() {
-        bail!("{}: no problems", path.display());
-    }
-    Ok(out)
-}
-
-fn string(v: &Value, name: &str, path: &Path, line: usize) -> Result<String> {
-    v.get(name).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| anyhow!("{}: line {line}: missing string field `{name}`", path.display()))
-}
+use crate::util::jsonl::{read_records as records, string_field as string};
 
 pub fn read_humaneval(path: &Path) -> Result<Vec<CodeProblem>> {
     records(path)?

@@ -7,10 +7,11 @@
 //! `gsm8k` draws its shots from `train.jsonl` beside the evaluated file.
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use fancy_regex::Regex;
 
 use super::pyrandom::PyRandom;
+use crate::util::jsonl::{read_records, string_field};
 
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -21,23 +22,10 @@ pub struct Problem {
 
 /// Reads a GSM8K JSONL file, naming file and line in every error.
 pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {} (must be UTF-8)", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}: line {}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow!("{}: bad JSON: {e}", at()))?;
-        let field = |name: &str| -> Result<String> {
-            v.get(name).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| anyhow!("{}: missing string field `{name}`", at()))
-        };
-        out.push(Problem { question: field("question")?, answer: field("answer")?, line: i + 1 });
-    }
-    if out.is_empty() {
-        bail!("{}: no problems", path.display());
-    }
-    Ok(out)
+    read_records(path)?
+        .into_iter()
+        .map(|(line, v)| Ok(Problem { question: string_field(&v, "question", path, line)?, answer: string_field(&v, "answer", path, line)?, line }))
+        .collect()
 }
 
 /// The harness' `fewshot_random_seed` default.
