@@ -11,6 +11,7 @@ pub mod chart;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod sweep;

@@ -6,6 +6,7 @@
 //! - `params`: the parameter table (HF names, shapes, initialisation) of a config
 //! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype and kernels)
 //! - `layer`: one decoder layer, through `kernels::dispatch` (composed or fused ops)
+//! - `kv_cache`: keys/values of past tokens for generation (`CausalLm::forward_cached`)
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
@@ -14,6 +15,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod init;
 pub mod io;
+pub mod kv_cache;
 mod layer;
 pub mod loss;
 pub mod ops;
@@ -22,6 +24,7 @@ pub mod params;
 
 pub use causal_lm::{CausalLm, SaveOptions};
 pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use kv_cache::KvCache;
 pub use loss::token_nll;
 pub use packing::Packing;
 /// The model directory's tokenizer (defined in `crate::tokenizer`).

@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod cpu_time;
 pub mod csv;
+pub mod jsonl;
 pub mod progress;
 pub mod rng;
 pub mod signals;
