@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::config::ModelConfig;
 use crate::util::rng::SplitMix64;
 use super::io;
-use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape, LayerWeights};
+use super::kv_cache::KvCache;
+use super::layer::{decoder_layer, layer_with_attention, LayerContext, LayerParams, LayerShape, LayerWeights};
 use super::ops;
 use super::packing::Packing;
 use super::params::{init_tensor, parameter_specs};
@@ -330,12 +331,45 @@ impl CausalLm {
         Ok(dispatch::token_nll_from_hidden(self.kernels.mode, &hidden, &head, &targets, self.kernels.ce_chunk)?.detach())
     }
 
-    /// The final (normed) hidden states [B, T, H] in the compute dtype.
-    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, graph: Graph<'_>) -> Result<Tensor> {
-        let (b, t) = input_ids
-            .dims2()
-            .context("forward: input_ids must be [batch, seq_len]")?;
-        self.config.check_seq_len(t)?;
+    /// Runs `input_ids` [B, T] after the tokens already in `cache`, appending their keys and
+    /// values to it, and returns the logits of the last new position, [B, V] (f32). `positions`
+    /// and `mask` come from [`kv_cache::step_inputs`] (left padding, cached slots). No autograd
+    /// graph is kept: generation only.
+    pub fn forward_cached(&self, input_ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2().context("forward_cached: input_ids must be [batch, new tokens]")?;
+        let layers = self.config.num_hidden_layers;
+        if t == 0 || cache.layers.len() != layers {
+            bail!("forward_cached: {t} new tokens, a cache of {} layers for {layers} layers", cache.layers.len());
+        }
+        self.config.check_seq_len(cache.len() + t)?;
+        let ids = self.checked_ids(input_ids)?;
+        let mode = self.kernels.mode;
+        let rope = Rope::new(mode, &positions.to_device(&self.device)?, &self.inv_freq)?;
+        let mask = mask.to_device(&self.device)?;
+        let mut x = self.embed_rows(&ids, b, t)?;
+        let shape = LayerShape::of(&self.config);
+        for (l, kv) in cache.layers.iter_mut().enumerate() {
+            // Sharded layers (ZeRO-3) are gathered for each use, as in the forward.
+            let gathered = match &self.layer_source {
+                Some(source) => Some(gather_layer(source.as_ref(), l)?),
+                None => None,
+            };
+            let layer = gathered.as_ref().unwrap_or_else(|| &self.layers[l]);
+            x = layer_with_attention(mode, self.compute_dtype, shape, &rope, layer, &x, |q, k, v| {
+                let (k, v) = kv.append(&k.detach(), &v.detach())?;
+                ops::attention(q, &k, &v, &mask)
+            })?
+            .detach();
+        }
+        cache.advance(t);
+        let last = x.narrow(1, t - 1, 1)?;
+        let last = dispatch::rms_norm(mode, &last, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?;
+        let logits = ops::linear(&last, &self.head()?.detach(), None)?.to_dtype(DType::F32)?;
+        Ok(logits.reshape((b, self.config.vocab_size))?.detach())
+    }
+
+    /// `input_ids` as u32 on the model's device, every id checked against the vocabulary.
+    fn checked_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
         let ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
         let max_id = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max_id as usize >= self.config.vocab_size {
@@ -344,6 +378,27 @@ impl CausalLm {
                 self.config.vocab_size
             );
         }
+        Ok(ids)
+    }
+
+    /// Embedding rows of `ids` as [B, T, H] in the compute dtype. Rows are gathered in f32,
+    /// then cast: cheaper than casting the whole table.
+    fn embed_rows(&self, ids: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+        Ok(self
+            .embed
+            .as_tensor()
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(self.compute_dtype)?
+            .reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// The final (normed) hidden states [B, T, H] in the compute dtype.
+    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, graph: Graph<'_>) -> Result<Tensor> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("forward: input_ids must be [batch, seq_len]")?;
+        self.config.check_seq_len(t)?;
+        let ids = self.checked_ids(input_ids)?;
 
         let (positions, segments) = match packing {
             Some(p) => {
@@ -373,22 +428,14 @@ impl CausalLm {
             mask: Arc::new(AttentionMask::with_kernel(mode, self.kernels.attention, segments.as_ref(), t, &self.device)?),
         };
 
-        // Gather embedding rows in f32, then cast: cheaper than casting the whole table.
-        let mut x = self
-            .embed
-            .as_tensor()
-            .index_select(&ids.flatten_all()?, 0)?
-            .to_dtype(self.compute_dtype)?
-            .reshape((b, t, self.config.hidden_size))?;
+        let mut x = self.embed_rows(&ids, b, t)?;
         if let Some(source) = &self.layer_source {
             for l in 0..self.config.num_hidden_layers {
                 x = match graph {
-                    Graph::Recompute(_) => {
-                        recompute_block(
+                    Graph::Recompute(_) => recompute_block(
                         &x,
                         Arc::new(GatheredLayer { ctx: ctx.clone(), layer: l, source: Arc::clone(source), names: Default::default() }),
-                    )?
-                    }
+                    )?,
                     Graph::Discard => decoder_layer(&ctx, &gather_layer(source.as_ref(), l)?, &x)?.detach(),
                     Graph::Keep => bail!("the decoder layers' weights are sharded (ZeRO-3): training needs kernels.recompute: true"),
                 };

@@ -118,25 +118,42 @@ pub(crate) struct LayerContext {
 
 /// `x` `[B, T, H]` (compute dtype) -> the layer's output, same shape.
 pub(crate) fn decoder_layer(ctx: &LayerContext, p: &LayerParams, x: &Tensor) -> Result<Tensor> {
-    let s = ctx.shape;
+    layer_with_attention(ctx.mode, ctx.dtype, ctx.shape, &ctx.rope, p, x, |q, k, v| {
+        dispatch::attention(q, k, v, &ctx.mask)
+    })
+}
+
+/// The layer with its attention step supplied by the caller: `attend(q, k, v)` gets the
+/// rotated queries `[B, H, T, D]` and the new keys/values `[B, KV, T, D]` and returns
+/// `[B, H, T, D]`. Training attends over `k`/`v` as they are; generation first appends
+/// them to its key/value cache (`super::kv_cache`).
+pub(crate) fn layer_with_attention(
+    mode: KernelMode,
+    dtype: DType,
+    s: LayerShape,
+    rope: &Rope,
+    p: &LayerParams,
+    x: &Tensor,
+    attend: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let (b, t, _) = x.dims3()?;
     // Weights are cast from the f32 masters per use: the cast records a backward to them.
-    let w = |v: &Var| v.as_tensor().to_dtype(ctx.dtype);
+    let w = |v: &Var| v.as_tensor().to_dtype(dtype);
     let wo = |v: &Option<Var>| v.as_ref().map(w).transpose();
     let heads = |y: Tensor, n: usize| y.reshape((b, t, n, s.head_dim))?.transpose(1, 2)?.contiguous();
 
-    let h = dispatch::rms_norm(ctx.mode, x, &w(&p.input_norm)?, s.eps)?;
+    let h = dispatch::rms_norm(mode, x, &w(&p.input_norm)?, s.eps)?;
     let q = heads(ops::linear(&h, &w(&p.q)?, wo(&p.q_bias)?.as_ref())?, s.heads)?;
     let k = heads(ops::linear(&h, &w(&p.k)?, wo(&p.k_bias)?.as_ref())?, s.kv_heads)?;
     let v = heads(ops::linear(&h, &w(&p.v)?, wo(&p.v_bias)?.as_ref())?, s.kv_heads)?;
-    let q = ctx.rope.apply(&q)?.contiguous()?;
-    let k = ctx.rope.apply(&k)?.contiguous()?;
-    let attn = dispatch::attention(&q, &k, &v, &ctx.mask)?.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
+    let q = rope.apply(&q)?.contiguous()?;
+    let k = rope.apply(&k)?.contiguous()?;
+    let attn = attend(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
     let x = (x + ops::linear(&attn, &w(&p.o)?, None)?)?;
 
-    let h = dispatch::rms_norm(ctx.mode, &x, &w(&p.post_norm)?, s.eps)?;
+    let h = dispatch::rms_norm(mode, &x, &w(&p.post_norm)?, s.eps)?;
     let gate = ops::linear(&h, &w(&p.gate)?, None)?;
     let up = ops::linear(&h, &w(&p.up)?, None)?;
-    let mlp = ops::linear(&dispatch::swiglu(ctx.mode, &gate, &up)?, &w(&p.down)?, None)?;
+    let mlp = ops::linear(&dispatch::swiglu(mode, &gate, &up)?, &w(&p.down)?, None)?;
     x + mlp
 }

@@ -10,7 +10,6 @@ use candle_core::{DType, Device};
 use crate::config::TrainConfig;
 use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
 use crate::data::sampler::Sampler;
-use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
 use crate::dist::{Launch, World};
 use crate::kernels::device_info;
 use crate::model::causal_lm::CausalLm;
@@ -92,9 +91,7 @@ fn tokenizer_training_files(corpus: &Path, scratch: &Path) -> Result<Vec<PathBuf
 /// several ranks only rank 0 tokenizes; the others wait for the cache.
 pub fn open_sampler(cfg: &TrainConfig, model: &CausalLm, world: &World) -> Result<Sampler> {
     let data = &cfg.data;
-    let tokenizer_path = data.tokenizer.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let overrides = SpecialOverrides { bos_token: data.bos_token.clone(), eos_token: data.eos_token.clone() };
-    let tokenizer = TextTokenizer::load(&tokenizer_path, &overrides)?;
+    let tokenizer = data.open_tokenizer(&cfg.model.path)?;
     if tokenizer.vocab_size() > model.config().vocab_size {
         bail!(
             "the tokenizer {} has {} tokens but the model's vocab_size is {}",
@@ -106,7 +103,7 @@ pub fn open_sampler(cfg: &TrainConfig, model: &CausalLm, world: &World) -> Resul
     let cache_dir = data.cache_dir.clone().unwrap_or_else(|| cfg.run.out_dir.join("data"));
     let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar && world.is_main(), force: false };
     world.main_first(|| prepare(data, &tokenizer, &opts).map(|_| ()))?;
-    let prepared = PreparedData::open(&cache_dir, data, Some(tokenizer.hash()))?;
+    let prepared = PreparedData::open(&cache_dir, data, Some(&tokenizer))?;
     Sampler::new(data, prepared, cfg.batch.seq_len, cfg.run.seed)
 }
 

@@ -30,6 +30,7 @@ use super::guard::{Guard, Verdict};
 use super::memory::GIB;
 use super::metrics::{MetricsWriter, StepRecord};
 use super::run_log::RunLog;
+use super::samples::TrainingSamples;
 use super::schedule::Schedule;
 use super::setup::{configure_threads, ensure_model, flops_per_token, open_sampler, print_start, select_device};
 use super::tensorboard::TensorBoardWriter;
@@ -167,6 +168,7 @@ struct Trainer<'a> {
     log: RunLog,
     checkpoints: Checkpoints,
     evals: Option<TrainingEvals>,
+    samples: Option<TrainingSamples>,
     stop: StopSignal,
     /// Steps whose loss is replaced by NaN (`INJECT_NAN_ENV`).
     nan_steps: Vec<u64>,
@@ -230,6 +232,7 @@ impl<'a> Trainer<'a> {
         }
 
         let evals = TrainingEvals::prepare(cfg, &model_dir)?;
+        let samples = TrainingSamples::prepare(cfg, &model_dir)?;
         session.note("preparing data");
         let mut sampler = open_sampler(cfg, &model, &world)?;
         if main {
@@ -291,6 +294,7 @@ impl<'a> Trainer<'a> {
             log,
             checkpoints,
             evals,
+            samples,
             stop,
             nan_steps: nan_injection_steps()?,
             total_steps,
@@ -328,6 +332,9 @@ impl<'a> Trainer<'a> {
         }
         if self.eval_due() {
             self.evaluate()?;
+        }
+        if self.samples_due() {
+            self.write_samples()?;
         }
         drop(grads);
         let ending = self.ending(&verdict)?;
@@ -488,6 +495,21 @@ impl<'a> Trainer<'a> {
     fn evaluate(&mut self) -> Result<()> {
         if let Some(evals) = &self.evals {
             evals.run(&self.model, self.counters.step, self.counters.tokens, &mut self.log)?;
+        }
+        Ok(())
+    }
+
+    /// Every `eval.generate.every_steps` steps and at the last step, when prompts are given.
+    fn samples_due(&self) -> bool {
+        self.samples.as_ref().is_some_and(|s| s.due(self.counters.step, self.total_steps))
+    }
+
+    /// What the model writes after the `eval.generate` prompts, one `sample` record each.
+    /// Every rank generates (the same tokens: under ZeRO-3 each forward is a collective);
+    /// rank 0 logs.
+    fn write_samples(&mut self) -> Result<()> {
+        if let Some(samples) = &self.samples {
+            samples.run(&self.model, self.counters.step, self.counters.tokens, &mut self.log)?;
         }
         Ok(())
     }
