@@ -11,7 +11,8 @@ use super::config::ModelConfig;
 use super::init::{init_tensor, InitKind};
 use crate::util::rng::SplitMix64;
 use super::io;
-use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape};
+use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape, Linear};
+use super::lora::{self, adapter::LoraLinear, dropout::DropoutStream, LinearKind, LoraSettings, LoraSetup, SavedModule, Site};
 use super::ops;
 use super::packing::Packing;
 use crate::kernels::dispatch::{self, AttentionMask, Rope};
@@ -50,12 +51,16 @@ impl Default for SaveOptions {
 
 pub struct CausalLm {
     config: ModelConfig,
+    /// The trainable f32 master variables by name, in a stable order: every weight for full
+    /// training; the adapters and saved modules with LoRA.
     params: Vec<(String, Var)>,
-    embed: Var,
+    embed: Tensor,
     layers: Vec<LayerParams>,
-    final_norm: Var,
+    final_norm: Tensor,
     /// None when tied to the embeddings.
-    lm_head: Option<Var>,
+    lm_head: Option<Tensor>,
+    /// Adapters, their settings and dropout (None: full training).
+    lora: Option<LoraState>,
     compute_dtype: DType,
     device: Device,
     inv_freq: Vec<f32>,
@@ -63,11 +68,18 @@ pub struct CausalLm {
     source_dir: Option<PathBuf>,
 }
 
+/// The LoRA side of a model: settings, and the dropout stream of training forwards.
+struct LoraState {
+    settings: LoraSettings,
+    dropout: DropoutStream,
+}
+
 impl std::fmt::Debug for CausalLm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CausalLm")
             .field("architecture", &self.config.architecture)
             .field("parameters", &self.num_parameters())
+            .field("trainable", &self.num_trainable())
             .field("compute_dtype", &self.compute_dtype)
             .field("device", &self.device)
             .field("kernels", &self.kernels.describe())
@@ -162,61 +174,52 @@ impl CausalLm {
         Ok(model)
     }
 
-    /// Builds the model from named tensors (any float dtype, any device). Every parameter
-    /// must be present with its shape; anything else is an error naming the tensor.
+    /// Builds the model from named tensors (any float dtype, any device), every weight an
+    /// f32 master `Var` (full training). Every parameter must be present with its shape;
+    /// anything else is an error naming the tensor.
     pub fn from_tensors(
         config: ModelConfig,
-        mut tensors: HashMap<String, Tensor>,
+        tensors: HashMap<String, Tensor>,
         device: &Device,
         compute_dtype: DType,
     ) -> Result<Self> {
-        let specs = parameter_specs(&config);
-        if config.tie_word_embeddings {
-            // Some tied checkpoints also store the (identical) head: transformers ignores it.
-            tensors.remove("lm_head.weight");
-        }
-        let known: HashSet<&str> = specs.iter().map(|(n, _, _)| n.as_str()).collect();
-        let mut unexpected: Vec<&String> = tensors
-            .keys()
-            .filter(|n| !known.contains(n.as_str()) && !is_ignorable_buffer(n))
-            .collect();
-        unexpected.sort();
-        if let Some(first) = unexpected.first() {
-            bail!(
-                "unexpected tensor `{first}` in checkpoint ({} unexpected: {})",
-                unexpected.len(),
-                list_some(&unexpected)
-            );
-        }
-        let missing: Vec<&String> = specs
-            .iter()
-            .map(|(n, _, _)| n)
-            .filter(|n| !tensors.contains_key(*n))
-            .collect();
-        if let Some(first) = missing.first() {
-            bail!(
-                "missing tensor `{first}` in checkpoint ({} missing: {})",
-                missing.len(),
-                list_some(&missing)
-            );
-        }
-        let mut params = Vec::with_capacity(specs.len());
-        for (name, shape, _) in &specs {
-            let t = tensors.remove(name).expect("checked present");
-            if t.dims() != shape.as_slice() {
-                bail!(
-                    "tensor `{name}` has shape {:?}, expected {:?} from config.json",
-                    t.dims(),
-                    shape
-                );
-            }
+        let tensors = checked_tensors(&config, tensors)?;
+        let mut params = Vec::new();
+        for (name, _, _) in parameter_specs(&config) {
+            let t = &tensors[&name];
             let t = t
                 .to_dtype(DType::F32)?
                 .to_device(device)
                 .with_context(|| format!("moving tensor `{name}` to {device:?}"))?;
-            params.push((name.clone(), Var::from_tensor(&t)?));
+            params.push((name, Var::from_tensor(&t)?));
         }
-        Self::assemble(config, params, device, compute_dtype)
+        let weights = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        Self::assemble(config, weights, params, HashMap::new(), None, device, compute_dtype)
+    }
+
+    /// Loads the base model of `dir` for LoRA training: the adapters (and saved modules) of
+    /// `setup` are the only f32 trainable variables; every other weight stays frozen in the
+    /// compute dtype, with no master copy and no gradient.
+    pub fn from_pretrained_lora(dir: &Path, device: &Device, compute_dtype: DType, setup: &LoraSetup) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let tensors = io::load_safetensors_dir(dir)
+            .with_context(|| format!("loading weights from {}", dir.display()))?;
+        let tensors = checked_tensors(&config, tensors).with_context(|| format!("checkpoint {}", dir.display()))?;
+        let parts = lora::build(&config, tensors, setup, device, compute_dtype)?;
+        let mut model = Self::assemble(config, parts.weights, parts.params, parts.adapters, parts.head, device, compute_dtype)?;
+        model.lora = Some(LoraState { settings: setup.settings.clone(), dropout: DropoutStream::new(setup.settings.dropout, setup.dropout_seed()) });
+        model.source_dir = Some(dir.to_path_buf());
+        Ok(model)
+    }
+
+    /// The model of `base` with the PEFT adapter in `adapter` applied (unmerged), or the
+    /// plain model without one: how evaluation, scoring and generation load `--adapter`.
+    pub fn from_pretrained_with_adapter(base: &Path, adapter: Option<&Path>, device: &Device, compute_dtype: DType) -> Result<Self> {
+        let Some(adapter_dir) = adapter else { return Self::from_pretrained(base, device, compute_dtype) };
+        let adapter = lora::peft::read(adapter_dir).with_context(|| format!("loading the adapter {}", adapter_dir.display()))?;
+        let setup = LoraSetup { settings: adapter.settings.clone(), adapter: Some(adapter), seed: 0 };
+        Self::from_pretrained_lora(base, device, compute_dtype, &setup)
+            .with_context(|| format!("applying the adapter {} to {}", adapter_dir.display(), base.display()))
     }
 
     /// A randomly initialised model (transformers' `_init_weights`: normal(0,
@@ -229,48 +232,58 @@ impl CausalLm {
     ) -> Result<Self> {
         config.validate()?;
         let mut rng = SplitMix64::new(seed);
-        let mut params = Vec::new();
+        let mut tensors = HashMap::new();
         for (name, shape, kind) in parameter_specs(&config) {
-            let t = init_tensor(&shape, kind, config.initializer_range, &mut rng, device)?;
-            params.push((name, Var::from_tensor(&t)?));
+            tensors.insert(name, init_tensor(&shape, kind, config.initializer_range, &mut rng, device)?);
         }
-        Self::assemble(config, params, device, compute_dtype)
+        Self::from_tensors(config, tensors, device, compute_dtype)
     }
 
+    /// `weights`: every base weight by HF name (trainable ones share their `Var`'s storage);
+    /// `head`: an lm_head of its own for a tied config (a saved copy that is no longer tied).
     fn assemble(
         config: ModelConfig,
+        weights: HashMap<String, Tensor>,
         params: Vec<(String, Var)>,
+        mut adapters: HashMap<Site, LoraLinear>,
+        head: Option<Tensor>,
         device: &Device,
         compute_dtype: DType,
     ) -> Result<Self> {
         if !matches!(compute_dtype, DType::F32 | DType::BF16 | DType::F16) {
             bail!("compute dtype {compute_dtype:?} is not supported (use f32, bf16 or f16)");
         }
-        let by_name: HashMap<&str, &Var> = params.iter().map(|(n, v)| (n.as_str(), v)).collect();
-        let get = |n: &str| -> Var { (*by_name.get(n).expect("parameter from specs")).clone() };
-        let opt = |n: &str| -> Option<Var> { by_name.get(n).map(|v| (*v).clone()) };
+        let get = |n: &str| -> Tensor { weights.get(n).expect("weight from specs").clone() };
+        let opt = |n: &str| -> Option<Tensor> { weights.get(n).cloned() };
         let layers = (0..config.num_hidden_layers)
             .map(|l| {
                 let p = |s: &str| format!("model.layers.{l}.{s}");
+                let mut linear = |kind: LinearKind, bias: bool| Linear {
+                    weight: get(&format!("{}.weight", kind.path(l))),
+                    bias: if bias { opt(&format!("{}.bias", kind.path(l))) } else { None },
+                    lora: adapters.remove(&Site { layer: l, kind }),
+                };
+                let prefix = p("");
                 LayerParams {
                     input_norm: get(&p("input_layernorm.weight")),
-                    q: get(&p("self_attn.q_proj.weight")),
-                    k: get(&p("self_attn.k_proj.weight")),
-                    v: get(&p("self_attn.v_proj.weight")),
-                    q_bias: opt(&p("self_attn.q_proj.bias")),
-                    k_bias: opt(&p("self_attn.k_proj.bias")),
-                    v_bias: opt(&p("self_attn.v_proj.bias")),
-                    o: get(&p("self_attn.o_proj.weight")),
+                    q: linear(LinearKind::Q, true),
+                    k: linear(LinearKind::K, true),
+                    v: linear(LinearKind::V, true),
+                    o: linear(LinearKind::O, false),
                     post_norm: get(&p("post_attention_layernorm.weight")),
-                    gate: get(&p("mlp.gate_proj.weight")),
-                    up: get(&p("mlp.up_proj.weight")),
-                    down: get(&p("mlp.down_proj.weight")),
+                    gate: linear(LinearKind::Gate, false),
+                    up: linear(LinearKind::Up, false),
+                    down: linear(LinearKind::Down, false),
+                    trainable: params.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, v)| v.clone()).collect(),
                 }
             })
             .collect();
+        if let Some(site) = adapters.keys().next() {
+            bail!("adapter for {} matches no layer of the model", site.path());
+        }
         let embed = get("model.embed_tokens.weight");
         let final_norm = get("model.norm.weight");
-        let lm_head = opt("lm_head.weight");
+        let lm_head = head.or_else(|| opt("lm_head.weight"));
         let inv_freq = ops::rope_inv_freq(&config);
         Ok(Self {
             config,
@@ -279,6 +292,7 @@ impl CausalLm {
             final_norm,
             lm_head,
             params,
+            lora: None,
             compute_dtype,
             device: device.clone(),
             inv_freq,
@@ -304,13 +318,37 @@ impl CausalLm {
         self.source_dir.as_deref()
     }
 
-    /// HF tensor names -> f32 master Vars (the trainable parameters), in a stable order.
+    /// The trainable f32 master Vars by name, in a stable order: what the optimiser sees.
+    /// Full training: every weight under its HF name. LoRA: the adapters
+    /// (`<module>.lora_A.weight`, `<module>.lora_B.weight`) and saved modules.
     pub fn named_parameters(&self) -> &[(String, Var)] {
         &self.params
     }
 
+    /// Parameters of the base model (adapters not counted).
     pub fn num_parameters(&self) -> usize {
+        parameter_specs(&self.config).iter().map(|(_, shape, _)| shape.iter().product::<usize>()).sum()
+    }
+
+    /// Elements the optimiser updates.
+    pub fn num_trainable(&self) -> usize {
         self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// The LoRA settings, for a model with adapters.
+    pub fn lora_settings(&self) -> Option<&LoraSettings> {
+        self.lora.as_ref().map(|l| &l.settings)
+    }
+
+    /// Training forwards that drew adapter dropout masks: the RNG state a checkpoint keeps.
+    pub fn lora_dropout_draws(&self) -> u64 {
+        self.lora.as_ref().map_or(0, |l| l.dropout.draws())
+    }
+
+    pub fn set_lora_dropout_draws(&self, draws: u64) {
+        if let Some(l) = &self.lora {
+            l.dropout.set_draws(draws);
+        }
     }
 
     /// The implementation of the ops (composed or fused, recomputation): see
@@ -325,8 +363,8 @@ impl CausalLm {
         Ok(())
     }
 
-    fn w(&self, v: &Var) -> Result<Tensor> {
-        Ok(v.as_tensor().to_dtype(self.compute_dtype)?)
+    fn w(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.to_dtype(self.compute_dtype)?)
     }
 
     /// The lm_head weight in the compute dtype (the embeddings when tied).
@@ -420,12 +458,16 @@ impl CausalLm {
             shape: LayerShape::of(&self.config),
             rope: Arc::new(Rope::new(mode, &positions, &self.inv_freq)?),
             mask: Arc::new(AttentionMask::with_kernel(mode, self.kernels.attention, segments.as_ref(), t, &self.device)?),
+            // Dropout acts in training forwards only (those that keep a graph).
+            dropout: match graph {
+                Graph::Discard => None,
+                _ => self.lora.as_ref().and_then(|l| l.dropout.next()),
+            },
         };
 
-        // Gather embedding rows in f32, then cast: cheaper than casting the whole table.
+        // Gather embedding rows, then cast: cheaper than casting the whole table.
         let mut x = self
             .embed
-            .as_tensor()
             .index_select(&ids.flatten_all()?, 0)?
             .to_dtype(self.compute_dtype)?
             .reshape((b, t, self.config.hidden_size))?;
@@ -433,8 +475,8 @@ impl CausalLm {
             x = match graph {
                 Graph::Keep => decoder_layer(&ctx, layer, &x)?,
                 Graph::Recompute(sink) => {
-                    let (ctx, layer) = (ctx.clone(), layer.clone());
-                    recompute(&x, &layer.vars(), sink, move |x| decoder_layer(&ctx, &layer, x))?
+                    let (ctx, params) = (ctx.clone(), layer.clone());
+                    recompute(&x, &layer.trainable, sink, move |x| decoder_layer(&ctx, &params, x))?
                 }
                 // Detaching drops the layer's graph, and with it its intermediates.
                 Graph::Discard => decoder_layer(&ctx, layer, &x)?.detach(),
@@ -447,19 +489,50 @@ impl CausalLm {
         })
     }
 
+    /// Every weight of the model as a plain HF model would hold it, adapters merged in
+    /// (f32 where merged), in `parameter_specs` order; `true` when a tied config must be
+    /// written untied (a saved copy of the embeddings or head now differs from the other).
+    pub fn merged_weights(&self) -> Result<(Vec<(String, Tensor)>, bool)> {
+        let mut by_name: HashMap<String, Tensor> = HashMap::new();
+        by_name.insert("model.embed_tokens.weight".into(), self.embed.clone());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            by_name.insert(p("input_layernorm.weight"), layer.input_norm.clone());
+            by_name.insert(p("post_attention_layernorm.weight"), layer.post_norm.clone());
+            for kind in LinearKind::ALL {
+                let linear = layer.linear(kind);
+                by_name.insert(format!("{}.weight", kind.path(l)), linear.merged_weight()?);
+                if let Some(b) = &linear.bias {
+                    by_name.insert(format!("{}.bias", kind.path(l)), b.clone());
+                }
+            }
+        }
+        by_name.insert("model.norm.weight".into(), self.final_norm.clone());
+        let untie = self.config.tie_word_embeddings && self.lm_head.is_some();
+        let mut names: Vec<String> = parameter_specs(&self.config).into_iter().map(|(n, _, _)| n).collect();
+        if let Some(head) = &self.lm_head {
+            by_name.insert("lm_head.weight".into(), head.clone());
+            if untie {
+                names.push("lm_head.weight".into());
+            }
+        }
+        let out = names.into_iter().map(|n| {
+            let t = by_name.remove(&n).expect("every spec is built");
+            (n, t.detach())
+        });
+        Ok((out.collect(), untie))
+    }
+
     /// Writes an HF model directory: config.json, safetensors (sharded with an index above
-    /// `max_shard_bytes`) in `opts.dtype`, and the tokenizer / generation config files.
+    /// `max_shard_bytes`) in `opts.dtype`, and the tokenizer / generation config files. With
+    /// adapters, they are merged into the weights (a plain model transformers loads as is).
     pub fn save_pretrained(&self, dir: &Path, opts: &SaveOptions) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tensors: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-            .collect();
+        let (tensors, untie) = self.merged_weights()?;
         io::save_safetensors_dir(dir, &tensors, opts.dtype, opts.max_shard_bytes)?;
-        let config = self
-            .config
-            .to_hf_json_with_dtype(io::torch_dtype_name(opts.dtype));
+        let mut config = self.config.clone();
+        config.tie_word_embeddings &= !untie;
+        let config = config.to_hf_json_with_dtype(io::torch_dtype_name(opts.dtype));
         let path = dir.join("config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&config)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -468,6 +541,59 @@ impl CausalLm {
         }
         Ok(())
     }
+
+    /// Writes the adapters and saved modules in PEFT's layout (`adapter_config.json`,
+    /// `adapter_model.safetensors` in `dtype`), and the tokenizer files of `assets_from`.
+    pub fn save_adapter(&self, dir: &Path, dtype: DType, base_model: Option<&Path>, assets_from: Option<&Path>) -> Result<()> {
+        let lora = self.lora.as_ref().context("the model has no LoRA adapters to save")?;
+        let mut tensors: Vec<(String, Tensor)> = self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+        // One trained copy serving as embeddings and head is saved under both names, as PEFT does.
+        let tied_copy = lora.settings.ensure_weight_tying && self.config.tie_word_embeddings && self.lm_head.is_none();
+        if tied_copy && !lora.settings.modules_to_save.is_empty() {
+            tensors.push((SavedModule::LmHead.weight_name().to_string(), self.embed.detach()));
+        }
+        lora::peft::write(dir, &lora.settings, &tensors, dtype, base_model)?;
+        if let Some(src) = assets_from.or(self.source_dir.as_deref()) {
+            copy_assets(src, dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// The tensors of a checkpoint, checked against the config: nothing unexpected (but rotary
+/// buffers), nothing missing, every shape right. A tied config drops a stored head.
+fn checked_tensors(config: &ModelConfig, mut tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let specs = parameter_specs(config);
+    if config.tie_word_embeddings {
+        // Some tied checkpoints also store the (identical) head: transformers ignores it.
+        tensors.remove("lm_head.weight");
+    }
+    tensors.retain(|n, _| !is_ignorable_buffer(n));
+    let known: HashSet<&str> = specs.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut unexpected: Vec<&String> = tensors.keys().filter(|n| !known.contains(n.as_str())).collect();
+    unexpected.sort();
+    if let Some(first) = unexpected.first() {
+        bail!(
+            "unexpected tensor `{first}` in checkpoint ({} unexpected: {})",
+            unexpected.len(),
+            list_some(&unexpected)
+        );
+    }
+    let missing: Vec<&String> = specs.iter().map(|(n, _, _)| n).filter(|n| !tensors.contains_key(*n)).collect();
+    if let Some(first) = missing.first() {
+        bail!(
+            "missing tensor `{first}` in checkpoint ({} missing: {})",
+            missing.len(),
+            list_some(&missing)
+        );
+    }
+    for (name, shape, _) in &specs {
+        let t = &tensors[name];
+        if t.dims() != shape.as_slice() {
+            bail!("tensor `{name}` has shape {:?}, expected {:?} from config.json", t.dims(), shape);
+        }
+    }
+    Ok(tensors)
 }
 
 /// Copies tokenizer files and generation_config.json that exist in `src` into `dst`.

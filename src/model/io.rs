@@ -210,7 +210,6 @@ pub fn save_safetensors_dir(
         }
     }
 
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let n = shards.len();
     let mut weight_map = BTreeMap::new();
     for (k, members) in shards.iter().enumerate() {
@@ -219,21 +218,11 @@ pub fn save_safetensors_dir(
         } else {
             format!("model-{:05}-of-{:05}.safetensors", k + 1, n)
         };
-        let mut data = Vec::with_capacity(members.len());
-        for &i in members {
-            let (name, t) = &tensors[i];
-            let b = to_bytes(t, dtype).with_context(|| format!("converting tensor `{name}`"))?;
-            data.push((name.clone(), b));
+        let members: Vec<(String, Tensor)> = members.iter().map(|&i| tensors[i].clone()).collect();
+        for (name, _) in &members {
             weight_map.insert(name.clone(), file_name.clone());
         }
-        let path = dir.join(&file_name);
-        safetensors::serialize_to_file(
-            data.iter().map(|(n, b)| (n.as_str(), b)),
-            metadata.clone(),
-            &path,
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
-        make_world_readable(&path)?;
+        save_safetensors_file(&dir.join(&file_name), &members, dtype)?;
     }
     if n > 1 {
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
@@ -242,6 +231,20 @@ pub fn save_safetensors_dir(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Writes `tensors` converted to `dtype` as one safetensors file (with the `format: pt`
+/// metadata transformers and PEFT expect).
+pub fn save_safetensors_file(path: &Path, tensors: &[(String, Tensor)], dtype: DType) -> Result<()> {
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let mut data = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let b = to_bytes(t, dtype).with_context(|| format!("converting tensor `{name}`"))?;
+        data.push((name.clone(), b));
+    }
+    safetensors::serialize_to_file(data.iter().map(|(n, b)| (n.as_str(), b)), metadata, path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    make_world_readable(path)
 }
 
 /// safetensors creates files readable by the owner only; checkpoints are meant to be shared.

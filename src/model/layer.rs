@@ -2,39 +2,76 @@
 //! MLP -> residual, through `kernels::dispatch` so the same code runs the composed ops or
 //! the fused kernels. A layer is a plain function of its input, parameters and a
 //! [`LayerContext`], so it can also run inside `kernels::recompute` (which re-runs it in the
-//! backward).
+//! backward). Adapters (`super::lora`) live inside the layer's [`Linear`]s.
 use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor, Var};
 
 use super::config::ModelConfig;
+use super::lora::adapter::LoraLinear;
+use super::lora::dropout::DropoutDraw;
+use super::lora::LinearKind;
 use super::ops;
 use crate::kernels::dispatch::{self, AttentionMask, Rope};
 use crate::kernels::KernelMode;
 
-/// The f32 master parameters of one layer (cheap to clone: `Var`s are shared handles).
+/// A linear projection: `x W^T (+ b)`, plus the low-rank term of its LoRA adapter if any.
+/// Weights are f32 master `Var`s (full training; cast to the compute dtype per use, which
+/// records a backward to them) or frozen tensors already in the compute dtype.
+#[derive(Clone)]
+pub(crate) struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub lora: Option<LoraLinear>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| b.to_dtype(ctx.dtype)).transpose()?;
+        let y = ops::linear(x, &self.weight.to_dtype(ctx.dtype)?, b.as_ref())?;
+        match &self.lora {
+            Some(lora) => y + lora.delta(x, ctx.dtype, ctx.dropout.as_ref())?,
+            None => Ok(y),
+        }
+    }
+
+    /// The weight with the adapter merged in (f32): W + scaling · B A.
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        let w = self.weight.to_dtype(DType::F32)?;
+        match &self.lora {
+            Some(lora) => w + lora.delta_weight()?,
+            None => Ok(w),
+        }
+    }
+}
+
+/// The parameters of one layer (cheap to clone: tensors and `Var`s are shared handles).
 #[derive(Clone)]
 pub(crate) struct LayerParams {
-    pub input_norm: Var,
-    pub q: Var,
-    pub k: Var,
-    pub v: Var,
-    pub q_bias: Option<Var>,
-    pub k_bias: Option<Var>,
-    pub v_bias: Option<Var>,
-    pub o: Var,
-    pub post_norm: Var,
-    pub gate: Var,
-    pub up: Var,
-    pub down: Var,
+    pub input_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub post_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    /// The trainable variables the layer reads (recomputation hands their gradients back).
+    pub trainable: Vec<Var>,
 }
 
 impl LayerParams {
-    /// Every parameter the layer reads (recomputation hands their gradients back).
-    pub fn vars(&self) -> Vec<Var> {
-        let fixed = [&self.input_norm, &self.q, &self.k, &self.v, &self.o, &self.post_norm, &self.gate, &self.up, &self.down];
-        let biases = [&self.q_bias, &self.k_bias, &self.v_bias].into_iter().flatten();
-        fixed.into_iter().chain(biases).cloned().collect()
+    pub fn linear(&self, kind: LinearKind) -> &Linear {
+        match kind {
+            LinearKind::Q => &self.q,
+            LinearKind::K => &self.k,
+            LinearKind::V => &self.v,
+            LinearKind::O => &self.o,
+            LinearKind::Gate => &self.gate,
+            LinearKind::Up => &self.up,
+            LinearKind::Down => &self.down,
+        }
     }
 }
 
@@ -63,29 +100,29 @@ pub(crate) struct LayerContext {
     pub shape: LayerShape,
     pub rope: Arc<Rope>,
     pub mask: Arc<AttentionMask>,
+    /// The adapters' dropout masks of this forward (training with `lora.dropout` only).
+    pub dropout: Option<DropoutDraw>,
 }
 
 /// `x` `[B, T, H]` (compute dtype) -> the layer's output, same shape.
 pub(crate) fn decoder_layer(ctx: &LayerContext, p: &LayerParams, x: &Tensor) -> Result<Tensor> {
     let s = ctx.shape;
     let (b, t, _) = x.dims3()?;
-    // Weights are cast from the f32 masters per use: the cast records a backward to them.
-    let w = |v: &Var| v.as_tensor().to_dtype(ctx.dtype);
-    let wo = |v: &Option<Var>| v.as_ref().map(w).transpose();
+    let w = |t: &Tensor| t.to_dtype(ctx.dtype);
     let heads = |y: Tensor, n: usize| y.reshape((b, t, n, s.head_dim))?.transpose(1, 2)?.contiguous();
 
     let h = dispatch::rms_norm(ctx.mode, x, &w(&p.input_norm)?, s.eps)?;
-    let q = heads(ops::linear(&h, &w(&p.q)?, wo(&p.q_bias)?.as_ref())?, s.heads)?;
-    let k = heads(ops::linear(&h, &w(&p.k)?, wo(&p.k_bias)?.as_ref())?, s.kv_heads)?;
-    let v = heads(ops::linear(&h, &w(&p.v)?, wo(&p.v_bias)?.as_ref())?, s.kv_heads)?;
+    let q = heads(p.q.forward(&h, ctx)?, s.heads)?;
+    let k = heads(p.k.forward(&h, ctx)?, s.kv_heads)?;
+    let v = heads(p.v.forward(&h, ctx)?, s.kv_heads)?;
     let q = ctx.rope.apply(&q)?.contiguous()?;
     let k = ctx.rope.apply(&k)?.contiguous()?;
     let attn = dispatch::attention(&q, &k, &v, &ctx.mask)?.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
-    let x = (x + ops::linear(&attn, &w(&p.o)?, None)?)?;
+    let x = (x + p.o.forward(&attn, ctx)?)?;
 
     let h = dispatch::rms_norm(ctx.mode, &x, &w(&p.post_norm)?, s.eps)?;
-    let gate = ops::linear(&h, &w(&p.gate)?, None)?;
-    let up = ops::linear(&h, &w(&p.up)?, None)?;
-    let mlp = ops::linear(&dispatch::swiglu(ctx.mode, &gate, &up)?, &w(&p.down)?, None)?;
+    let gate = p.gate.forward(&h, ctx)?;
+    let up = p.up.forward(&h, ctx)?;
+    let mlp = p.down.forward(&dispatch::swiglu(ctx.mode, &gate, &up)?, ctx)?;
     x + mlp
 }

@@ -8,6 +8,7 @@
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
+//! - `lora`: LoRA adapters (PEFT-compatible), frozen base weights, merge
 //! - `tokenizer`: `tokenizer.json` with BOS/EOS resolution
 //! - `init`: presets, seeded random init, byte-level BPE training
 pub mod causal_lm;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod init;
 pub mod io;
 mod layer;
+pub mod lora;
 pub mod loss;
 pub mod ops;
 pub mod packing;
