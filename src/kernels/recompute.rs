@@ -75,6 +75,9 @@ where
     let block: Arc<BlockFn> = Arc::new(block);
     let y = block(&x.detach())?.detach().contiguous()?;
     let op = Recompute { block, params: params.to_vec(), sink: sink.clone(), output: Precomputed::new("recompute", y) };
+    // candle records an op only on a tracked input: an input that depends on no variable
+    // (frozen embeddings under LoRA) becomes one, or the parameters would get no gradient.
+    let x = if x.track_op() || params.is_empty() { x.clone() } else { Var::from_tensor(x)?.as_tensor().clone() };
     x.apply_op1(op)
 }
 
