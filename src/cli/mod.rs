@@ -3,6 +3,7 @@ pub mod data;
 pub mod eval;
 pub mod fit;
 pub mod init;
+pub mod lora;
 pub mod plot;
 pub mod prepare;
 pub mod score;

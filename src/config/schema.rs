@@ -3,6 +3,7 @@
 use super::Count;
 use crate::data::config::DataConfig;
 use crate::kernels::KernelSettings;
+use crate::model::lora::LoraConfig;
 use crate::train::schedule::{DecayShape, Unit};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub struct TrainConfig {
     /// Train only part of the model for the first steps (after vocabulary extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze: Option<FreezeConfig>,
+    /// Train LoRA adapters (and `modules_to_save`) instead of every weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

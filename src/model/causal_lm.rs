@@ -489,8 +489,8 @@ impl CausalLm {
         })
     }
 
-    /// Every weight of the model as a plain HF model would hold it, adapters merged in
-    /// (f32 where merged), in `parameter_specs` order; `true` when a tied config must be
+    /// Every weight of the model as a plain HF model would hold it, adapters merged in, in
+    /// `parameter_specs` order; `true` when a tied config must be
     /// written untied (a saved copy of the embeddings or head now differs from the other).
     pub fn merged_weights(&self) -> Result<(Vec<(String, Tensor)>, bool)> {
         let mut by_name: HashMap<String, Tensor> = HashMap::new();

@@ -102,6 +102,24 @@ pub fn load_safetensors_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
+/// The dtype the weights of a checkpoint directory are stored in (bf16 or f16 if any tensor
+/// of its first file is, else f32), read from the safetensors header only.
+pub fn stored_dtype(dir: &Path) -> Result<DType> {
+    let path = checkpoint_files(dir)?.into_iter().next().context("no weight files")?;
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: read-only map, dropped before returning.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&mmap).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let dtypes: Vec<StDtype> = header.tensors().values().map(|info| info.dtype).collect();
+    Ok(if dtypes.contains(&StDtype::BF16) {
+        DType::BF16
+    } else if dtypes.contains(&StDtype::F16) {
+        DType::F16
+    } else {
+        DType::F32
+    })
+}
+
 /// Parses a dtype name as used on the command line and in configs.
 pub fn parse_dtype(name: &str) -> Result<DType> {
     match name {

@@ -35,12 +35,12 @@ impl Linear {
         }
     }
 
-    /// The weight with the adapter merged in (f32): W + scaling · B A.
+    /// The weight with the adapter merged in, W + scaling · B A, summed in f32 and stored in
+    /// the weight's own dtype (as PEFT's `merge` does).
     pub fn merged_weight(&self) -> Result<Tensor> {
-        let w = self.weight.to_dtype(DType::F32)?;
         match &self.lora {
-            Some(lora) => w + lora.delta_weight()?,
-            None => Ok(w),
+            Some(lora) => (self.weight.to_dtype(DType::F32)? + lora.delta_weight()?)?.to_dtype(self.weight.dtype()),
+            None => Ok(self.weight.clone()),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - `adapter`: one adapter (A, B, scaling), its PEFT initialisation and its merged delta
 //! - `dropout`: seeded dropout masks that recomputation and resume reproduce
 //! - `peft`: `adapter_config.json` + `adapter_model.safetensors` in and out
+//! - `merge`: base + adapter -> a plain HF model (`cpt lora merge`)
 //!
 //! With LoRA the base weights are frozen tensors in the compute dtype (no f32 master, no
 //! gradient, no optimiser state); the trainable variables are the adapters' A and B and the
@@ -13,6 +14,7 @@
 pub mod adapter;
 pub mod config;
 pub mod dropout;
+pub mod merge;
 pub mod peft;
 pub mod targets;
 
