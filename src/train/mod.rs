@@ -2,6 +2,7 @@
 //! atomic run checkpoints.
 pub mod checkpoint;
 pub mod guard;
+pub mod lora;
 pub mod memory;
 pub mod metrics;
 pub mod optim;

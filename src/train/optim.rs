@@ -287,7 +287,7 @@ impl Optimizer {
         let names: Vec<String> = self.param_names().map(str::to_string).collect();
         let mut trainable = 0;
         for name in names {
-            let is_vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+            let is_vocab = is_vocab(&name);
             let mask = match (is_vocab, target) {
                 (false, _) => UpdateMask::Frozen,
                 (true, FreezeTarget::Embeddings) => UpdateMask::All,
@@ -297,6 +297,17 @@ impl Optimizer {
             self.set_mask(&name, mask)?;
         }
         ensure!(trainable > 0, "freeze: the model has no embed_tokens.weight or lm_head.weight parameter");
+        Ok(())
+    }
+
+    /// Only the rows `new_rows` of `embed_tokens` / `lm_head` change; other parameters keep
+    /// their masks (LoRA: the adapters train on while the saved modules learn new rows only).
+    pub fn restrict_vocab_rows(&mut self, new_rows: &[u32]) -> Result<()> {
+        let vocab: Vec<String> = self.param_names().filter(|n| is_vocab(n)).map(str::to_string).collect();
+        ensure!(!vocab.is_empty(), "no trainable embed_tokens.weight or lm_head.weight parameter");
+        for name in vocab {
+            self.set_mask(&name, UpdateMask::Rows(new_rows.to_vec()))?;
+        }
         Ok(())
     }
 
@@ -516,6 +527,11 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// The input embeddings or the output head (the tensors with vocabulary rows).
+fn is_vocab(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight")
 }
 
 fn row_selector(var: &Var, rows: &[u32]) -> Result<Tensor> {

@@ -86,6 +86,10 @@ pub fn start_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimiz
             (old as u32..rows as u32).collect()
         }
     };
+    if model.lora_settings().is_some() {
+        // With LoRA the adapters keep training; the saved modules train only their new rows.
+        return optimizer.restrict_vocab_rows(&new_rows).context("freeze: with lora, list embed_tokens and/or lm_head in lora.modules_to_save");
+    }
     optimizer.freeze_for(freeze.train_only, &new_rows)
 }
 

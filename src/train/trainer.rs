@@ -12,7 +12,7 @@ use crate::config::TrainConfig;
 use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
 use crate::data::sampler::{Sampler, SamplerState};
 use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
-use crate::model::causal_lm::{CausalLm, SaveOptions};
+use crate::model::causal_lm::CausalLm;
 use crate::eval::model_adapter::ModelScorer;
 use crate::eval::training::{parse_tasks, PreparedEvalTasks};
 use crate::kernels::device_info;
@@ -104,9 +104,12 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let compute_dtype = cfg.run.dtype.to_candle();
     super::setup::ensure_model(cfg)?;
     super::setup::configure_threads(cfg)?;
-    let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let mut model = CausalLm::from_pretrained(&model_dir, &device, compute_dtype)
-        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
+    let mut model = super::lora::load_model(cfg, resume_from.as_deref(), &device, compute_dtype)?;
+    // A LoRA checkpoint holds only the adapter: the tokenizer comes from the base.
+    let model_dir = match &resume_from {
+        Some(dir) if cfg.lora.is_none() => dir.clone(),
+        _ => cfg.model.path.clone(),
+    };
     model.set_kernels(cfg.kernels).context("kernels")?;
     crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
 
@@ -133,6 +136,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 eprintln!("resume: the data plan changed since the checkpoint:\n  {}", report.changes.join("\n  "));
             }
             guard = state.guard.clone();
+            super::lora::restore_rng(&model, &state.rng);
             counters = Counters {
                 step: state.step,
                 tokens: state.tokens,
@@ -474,20 +478,14 @@ fn save_checkpoint(
         schedule_position: schedule.position(counters.step, counters.tokens),
         lr: counters.lr,
         optimizer_steps: counters.optimizer_steps,
-        // The loop draws no random numbers of its own: all randomness lives in the sampler
-        // state (shuffles) and the model init seed.
-        rng: serde_json::json!({ "seed": cfg.run.seed }),
+        // Shuffles live in the sampler state; the model draws only adapter dropout masks.
+        rng: super::lora::rng_state(cfg, model),
         guard: guard.clone(),
         sampler: serde_json::to_value(sampler.state())?,
         config: serde_json::to_value(cfg)?,
         elapsed_s,
     };
-    let save = SaveOptions {
-        dtype: cfg.checkpoint.dtype.to_candle(),
-        max_shard_bytes: cfg.checkpoint.max_shard_bytes.get(),
-        assets_from: Some(cfg.model.path.clone()),
-    };
-    checkpoints.save(&state, optimizer, |dir| model.save_pretrained(dir, &save))
+    checkpoints.save(&state, optimizer, |dir| super::lora::save_model(cfg, model, dir))
 }
 
 fn resolve_resume(resume: &Resume, checkpoints: &Checkpoints) -> Result<Option<PathBuf>> {
@@ -556,11 +554,12 @@ fn flops_per_token(model: &CausalLm, seq_len: usize) -> f64 {
 fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType) {
     let device_line = device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
     eprintln!(
-        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, master weights f32, kernels {}; {} steps x {} tokens -> {}",
+        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, {}, kernels {}; {} steps x {} tokens -> {}",
         cfg.model.path.display(),
         model.num_parameters() as f64 / 1e6,
         device_line,
         dtype,
+        super::lora::describe(model, dtype),
         model.kernels().describe(),
         cfg.total_steps(),
         cfg.tokens_per_step(),
