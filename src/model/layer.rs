@@ -13,6 +13,7 @@ use super::lora::dropout::DropoutDraw;
 use super::lora::LinearKind;
 use super::ops;
 use crate::kernels::dispatch::{self, AttentionMask, Rope};
+use crate::kernels::frozen_linear::frozen_linear;
 use crate::kernels::KernelMode;
 
 /// A linear projection: `x W^T (+ b)`, plus the low-rank term of its LoRA adapter if any.
@@ -28,7 +29,9 @@ pub(crate) struct Linear {
 impl Linear {
     pub fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| b.to_dtype(ctx.dtype)).transpose()?;
-        let y = ops::linear(x, &self.weight.to_dtype(ctx.dtype)?, b.as_ref())?;
+        let w = self.weight.to_dtype(ctx.dtype)?;
+        // A frozen weight (not a variable, nor cast from one) gets no gradient at all.
+        let y = if w.track_op() { ops::linear(x, &w, b.as_ref())? } else { frozen_linear(x, &w, b.as_ref())? };
         match &self.lora {
             Some(lora) => y + lora.delta(x, ctx.dtype, ctx.dropout.as_ref())?,
             None => Ok(y),

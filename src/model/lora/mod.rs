@@ -101,22 +101,18 @@ pub(crate) fn build(config: &ModelConfig, mut base: HashMap<String, Tensor>, set
         let head_base = base_head.as_ref().unwrap_or(&base_embed);
         let embed_src = adapter_embed.unwrap_or(&base_embed);
         let head_src = adapter_head.unwrap_or(head_base);
-        let embed_t = if save_embed {
-            let v = var(embed_src)?;
+        // A saved module becomes a trainable variable (listed in `into`), else a frozen tensor.
+        let place = |src: &Tensor, save: bool, name: &str, into: &mut Vec<(String, Var)>| -> Result<Tensor> {
+            if !save {
+                return frozen(src);
+            }
+            let v = var(src)?;
             let t = v.as_tensor().clone();
-            first.push((embed_name.to_string(), v));
-            t
-        } else {
-            frozen(embed_src)?
+            into.push((name.to_string(), v));
+            Ok(t)
         };
-        let head_t = if save_head {
-            let v = var(head_src)?;
-            let t = v.as_tensor().clone();
-            last.push((head_name.to_string(), v));
-            t
-        } else {
-            frozen(head_src)?
-        };
+        let embed_t = place(embed_src, save_embed, embed_name, &mut first)?;
+        let head_t = place(head_src, save_head, head_name, &mut last)?;
         weights.insert(embed_name.to_string(), embed_t);
         if tied {
             head = Some(head_t);
