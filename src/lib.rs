@@ -3,7 +3,8 @@
 //! The path of a token: `data` (sources -> token shards -> sampler windows) feeds
 //! `train` (loop, optimiser, schedule, checkpoints), which drives `model` (one decoder for
 //! Llama/Qwen2/Mistral with a backward for every op). `eval` scores checkpoints with the
-//! same forward path; `vocab` extends tokenizers; `sweep` runs and fits proxy grids.
+//! same forward path; `vocab` extends tokenizers; `sweep` runs and fits proxy grids;
+//! `topics` labels documents by topic for the sampler's topic mixing.
 
 pub mod config;
 pub mod data;
@@ -11,6 +12,7 @@ pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod sweep;
+pub mod topics;
 pub mod train;
 pub mod util;
 pub mod vocab;

@@ -38,6 +38,9 @@ enum Command {
     Sweep(cli::sweep::SweepArgs),
     /// Fit mixing laws, the LR-ratio relation and compute laws to sweep results.
     Fit(cli::fit::FitArgs),
+    /// Train a topic classifier and label documents by topic for topic mixing.
+    #[command(subcommand)]
+    Topics(cli::topics::TopicsCommand),
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
         Command::Lora(c) => cli::lora::run(c),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Fit(a) => cli::fit::run(a),
+        Command::Topics(c) => cli::topics::run(c),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

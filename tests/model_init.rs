@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use cpt::model::causal_lm::parameter_specs;
+use cpt::model::params::parameter_specs;
 use cpt::model::init::{build_config, preset, SizeOverrides, PRESETS};
 use cpt::model::{token_nll, Architecture, CausalLm, Tokenizer};
 

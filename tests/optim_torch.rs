@@ -305,31 +305,3 @@ fn freeze_phase_trains_only_vocabulary_tensors() {
     let mut o = Optimizer::new(&only_norm, fx.settings()).unwrap();
     assert!(o.freeze_for(FreezeTarget::Embeddings, &[]).is_err());
 }
-
-#[test]
-fn fused_cpu_adamw_is_bit_identical_to_the_tensor_op_path() {
-    for case in ["adamw_groups_clip", "adamw_decay_embeddings"] {
-        let fx = fixture(case);
-        let fused = fx.params();
-        let plain = fx.params();
-        let mut a = Optimizer::new(&fused, fx.settings()).unwrap();
-        let mut b = Optimizer::new(&plain, fx.settings()).unwrap();
-        b.set_fused_cpu(false);
-        b.set_mask("model.embed_tokens.weight", UpdateMask::Rows(vec![0, 3])).unwrap();
-        a.set_mask("model.embed_tokens.weight", UpdateMask::Rows(vec![0, 3])).unwrap();
-        for (step, lr) in fx.lrs().into_iter().enumerate() {
-            let mut ga = fx.grads(step);
-            let mut gb = fx.grads(step);
-            a.apply_masks(&mut ga).unwrap();
-            b.apply_masks(&mut gb).unwrap();
-            a.step(&ga, lr).unwrap();
-            b.step(&gb, lr).unwrap();
-        }
-        for ((name, x), (_, y)) in fused.iter().zip(&plain) {
-            assert_eq!(bits(x.as_tensor()), bits(y.as_tensor()), "{case}: {name}");
-        }
-        for ((name, x), (_, y)) in a.state_tensors().iter().zip(b.state_tensors().iter()) {
-            assert_eq!(bits(x), bits(y), "{case}: {name}");
-        }
-    }
-}

@@ -9,5 +9,6 @@ pub mod prepare;
 pub mod score;
 mod scoring_model;
 pub mod sweep;
+pub mod topics;
 pub mod train;
 pub mod vocab;

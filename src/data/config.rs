@@ -159,6 +159,28 @@ pub struct SourceConfig {
     pub max_repeats: Option<f64>,
 }
 
+impl SourceConfig {
+    /// A source of `paths` with every other setting at its default (the `data:` section's
+    /// defaults), for commands that read corpus files outside a training config.
+    pub fn from_paths(name: &str, paths: Vec<String>) -> Self {
+        SourceConfig {
+            name: name.to_string(),
+            paths,
+            format: None,
+            text_field: default_text_field(),
+            lang_field: default_lang_field(),
+            topic_field: default_topic_field(),
+            id_field: default_id_field(),
+            score_field: default_score_field(),
+            language: None,
+            text_mode: TextMode::default(),
+            group: None,
+            weight: None,
+            max_repeats: None,
+        }
+    }
+}
+
 fn default_text_field() -> String {
     "text".into()
 }

@@ -316,6 +316,10 @@ impl ShardReader {
             if d.start != next || d.len == 0 {
                 bail!("{}: document {i} is damaged (offset {}, length {}); run `cpt prepare` again", self.dir.join(DOCS_FILE).display(), d.start, d.len);
             }
+            let unknown = |id: u16, table: &[String]| id != NO_LABEL && id as usize >= table.len();
+            if unknown(d.topic, &self.meta.topics) || unknown(d.lang, &self.meta.langs) {
+                bail!("{}: document {i} has a label outside the tables of meta.json; run `cpt prepare` again", self.dir.join(DOCS_FILE).display());
+            }
             next += d.len as u64;
         }
         if next != self.meta.num_tokens {
@@ -399,8 +403,7 @@ impl ShardReader {
 }
 
 /// Replaces every document's score in a prepared source (`cpt score --shards`): one score
-/// per document in index order (NaN: no score). `docs.bin` and `meta.json` are rewritten
-/// atomically; the tokens are untouched.
+/// per document in index order (NaN: no score). The tokens are untouched.
 pub fn write_scores(dir: &Path, scores: &[f32]) -> Result<()> {
     let reader = ShardReader::open(dir)?;
     if scores.len() != reader.num_docs() {
@@ -415,6 +418,57 @@ pub fn write_scores(dir: &Path, scores: &[f32]) -> Result<()> {
     let mut meta = reader.meta().clone();
     meta.scored_docs = scores.iter().filter(|s| !s.is_nan()).count() as u64;
     drop(reader);
-    crate::util::atomic::write_file_atomic(&dir.join(DOCS_FILE), &docs)?;
-    crate::util::atomic::write_file_atomic(&dir.join(META_FILE), &serde_json::to_vec_pretty(&meta)?)
+    replace_index(dir, &docs, &meta)
+}
+
+/// Replaces every document's topic in a prepared source (`cpt topics label --shards`):
+/// `doc_topics[i]` is document i's index into `topics`, or `None` for no topic. The label
+/// table becomes the topics in use, in the order of `topics`. The tokens are untouched.
+pub fn write_topics(dir: &Path, topics: &[String], doc_topics: &[Option<u16>]) -> Result<()> {
+    let reader = ShardReader::open(dir)?;
+    if doc_topics.len() != reader.num_docs() {
+        bail!("{}: {} topics for {} documents", dir.display(), doc_topics.len(), reader.num_docs());
+    }
+    let mut used = vec![false; topics.len()];
+    for t in doc_topics.iter().flatten() {
+        *used.get_mut(*t as usize).with_context(|| format!("topic index {t} outside the {} topics", topics.len()))? = true;
+    }
+    let mut table = Vec::new();
+    let mut new_id = vec![NO_LABEL; topics.len()];
+    for (i, name) in topics.iter().enumerate().filter(|(i, _)| used[*i]) {
+        new_id[i] = table.len() as u16;
+        table.push(name.clone());
+    }
+    let mut docs = Vec::with_capacity(doc_topics.len() * DOC_RECORD_BYTES);
+    for (i, t) in doc_topics.iter().enumerate() {
+        let mut d = reader.doc(i);
+        d.topic = t.map(|t| new_id[t as usize]).unwrap_or(NO_LABEL);
+        docs.extend_from_slice(&d.encode());
+    }
+    let mut meta = reader.meta().clone();
+    meta.topics = table;
+    drop(reader);
+    replace_index(dir, &docs, &meta)
+}
+
+/// Swaps in a new `docs.bin` and `meta.json` as one step: a copy of the source directory
+/// (its other files hard-linked, so the tokens are not copied) is built beside it and
+/// renamed into place, so readers see the old index or the new one, never a mix.
+fn replace_index(dir: &Path, docs: &[u8], meta: &ShardMeta) -> Result<()> {
+    let staging = crate::util::atomic::AtomicDir::create(dir)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        if name == DOCS_FILE || name == META_FILE {
+            continue;
+        }
+        let (from, to) = (entry.path(), staging.path().join(&name));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+    }
+    std::fs::write(staging.path().join(DOCS_FILE), docs).context("writing the document index")?;
+    std::fs::write(staging.path().join(META_FILE), serde_json::to_vec_pretty(meta)?).context("writing meta.json")?;
+    staging.commit()?;
+    Ok(())
 }

@@ -168,6 +168,55 @@ pub fn open_decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     })
 }
 
+/// A writer that compresses as its file's extension says (`.gz`, `.zst`), the inverse of
+/// `open_decompressed`. `finish` must be called to complete the stream.
+pub enum CompressedWriter {
+    Plain(std::io::BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<std::io::BufWriter<File>>),
+    Zstd(zstd::stream::write::Encoder<'static, std::io::BufWriter<File>>),
+}
+
+impl CompressedWriter {
+    /// Wraps `file`, to be named `path` (whose extension picks the compression).
+    pub fn new(file: File, path: &Path) -> Result<Self> {
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+        Ok(match split_compression(path).1 {
+            Compression::None => CompressedWriter::Plain(buffered),
+            Compression::Gzip => CompressedWriter::Gzip(flate2::write::GzEncoder::new(buffered, flate2::Compression::default())),
+            Compression::Zstd => CompressedWriter::Zstd(
+                zstd::stream::write::Encoder::new(buffered, 3).with_context(|| format!("starting zstd for {}", path.display()))?,
+            ),
+        })
+    }
+
+    /// Ends the compressed stream and flushes everything to the file.
+    pub fn finish(self) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            CompressedWriter::Plain(mut w) => w.flush(),
+            CompressedWriter::Gzip(w) => w.finish()?.flush(),
+            CompressedWriter::Zstd(w) => w.finish()?.flush(),
+        }
+    }
+}
+
+impl std::io::Write for CompressedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            CompressedWriter::Plain(w) => w.write(buf),
+            CompressedWriter::Gzip(w) => w.write(buf),
+            CompressedWriter::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            CompressedWriter::Plain(w) => w.flush(),
+            CompressedWriter::Gzip(w) => w.flush(),
+            CompressedWriter::Zstd(w) => w.flush(),
+        }
+    }
+}
+
 /// Streams the records of one file. I/O and decompression errors end the stream with an
 /// `Err`; a malformed record is an `Ok(Err(Malformed))` and reading goes on.
 pub fn read_file(path: &Path, source: &SourceConfig) -> Result<Box<dyn Iterator<Item = Result<Record>> + Send>> {
@@ -194,7 +243,7 @@ pub fn read_file(path: &Path, source: &SourceConfig) -> Result<Box<dyn Iterator<
 }
 
 /// Reads a line as raw bytes, without its `\n` / `\r\n`. `None` at end of input.
-fn read_line_bytes(reader: &mut dyn BufRead, buf: &mut Vec<u8>, path: &Path) -> Result<Option<()>> {
+pub fn read_line_bytes(reader: &mut dyn BufRead, buf: &mut Vec<u8>, path: &Path) -> Result<Option<()>> {
     buf.clear();
     let n = reader.read_until(b'\n', buf).with_context(|| format!("reading {}", path.display()))?;
     if n == 0 {

@@ -8,13 +8,13 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::ModelConfig;
-use super::init::{init_tensor, InitKind};
 use crate::util::rng::SplitMix64;
 use super::io;
 use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape, Linear};
 use super::lora::{self, adapter::LoraLinear, dropout::DropoutStream, LinearKind, LoraSettings, LoraSetup, SavedModule, Site};
 use super::ops;
 use super::packing::Packing;
+use super::params::{init_tensor, parameter_specs};
 use crate::kernels::dispatch::{self, AttentionMask, Rope};
 use crate::kernels::recompute::{recompute, GradSink};
 use crate::kernels::KernelSettings;
@@ -85,64 +85,6 @@ impl std::fmt::Debug for CausalLm {
             .field("kernels", &self.kernels.describe())
             .finish()
     }
-}
-
-/// Every parameter of a config: HF name, shape and initialisation, in a stable order.
-pub fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, InitKind)> {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let q_out = cfg.num_attention_heads * cfg.head_dim;
-    let kv_out = cfg.num_key_value_heads * cfg.head_dim;
-    let mut specs = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![cfg.vocab_size, h],
-        InitKind::Normal,
-    )];
-    for l in 0..cfg.num_hidden_layers {
-        let p = |s: &str| format!("model.layers.{l}.{s}");
-        specs.push((p("input_layernorm.weight"), vec![h], InitKind::Ones));
-        specs.push((
-            p("self_attn.q_proj.weight"),
-            vec![q_out, h],
-            InitKind::Normal,
-        ));
-        specs.push((
-            p("self_attn.k_proj.weight"),
-            vec![kv_out, h],
-            InitKind::Normal,
-        ));
-        specs.push((
-            p("self_attn.v_proj.weight"),
-            vec![kv_out, h],
-            InitKind::Normal,
-        ));
-        if cfg.architecture.qkv_bias() {
-            specs.push((p("self_attn.q_proj.bias"), vec![q_out], InitKind::Zeros));
-            specs.push((p("self_attn.k_proj.bias"), vec![kv_out], InitKind::Zeros));
-            specs.push((p("self_attn.v_proj.bias"), vec![kv_out], InitKind::Zeros));
-        }
-        specs.push((
-            p("self_attn.o_proj.weight"),
-            vec![h, q_out],
-            InitKind::Normal,
-        ));
-        specs.push((
-            p("post_attention_layernorm.weight"),
-            vec![h],
-            InitKind::Ones,
-        ));
-        specs.push((p("mlp.gate_proj.weight"), vec![i, h], InitKind::Normal));
-        specs.push((p("mlp.up_proj.weight"), vec![i, h], InitKind::Normal));
-        specs.push((p("mlp.down_proj.weight"), vec![h, i], InitKind::Normal));
-    }
-    specs.push(("model.norm.weight".to_string(), vec![h], InitKind::Ones));
-    if !cfg.tie_word_embeddings {
-        specs.push((
-            "lm_head.weight".to_string(),
-            vec![cfg.vocab_size, h],
-            InitKind::Normal,
-        ));
-    }
-    specs
 }
 
 /// What a forward keeps for the backward.

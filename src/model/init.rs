@@ -3,47 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
 
+use super::causal_lm::{CausalLm, SaveOptions};
 use super::config::{Architecture, ModelConfig, RopeScaling};
-use crate::util::rng::SplitMix64;
-
-/// How a parameter starts (transformers `_init_weights` for these models).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitKind {
-    /// normal(0, initializer_range): linear weights and embeddings.
-    Normal,
-    /// RMSNorm weights.
-    Ones,
-    /// Biases.
-    Zeros,
-}
-
-/// A freshly initialised f32 tensor.
-pub fn init_tensor(
-    shape: &[usize],
-    kind: InitKind,
-    std: f64,
-    rng: &mut SplitMix64,
-    device: &Device,
-) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = match kind {
-        InitKind::Ones => vec![1.0; n],
-        InitKind::Zeros => vec![0.0; n],
-        InitKind::Normal => {
-            let mut v = Vec::with_capacity(n + 1);
-            while v.len() < n {
-                let (a, b) = rng.next_normal_pair();
-                v.push((a * std) as f32);
-                v.push((b * std) as f32);
-            }
-            v.truncate(n);
-            v
-        }
-    };
-    Ok(Tensor::from_vec(data, shape, device)?)
-}
+use super::tokenizer::Tokenizer;
 
 /// Model sizes by name. Vocabulary size comes from the tokenizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,9 +326,6 @@ pub fn init_model_dir(spec: &InitSpec) -> Result<InitSummary> {
 }
 
 fn write_model_dir(spec: &InitSpec) -> Result<InitSummary> {
-    use super::causal_lm::{CausalLm, SaveOptions};
-    use super::tokenizer::Tokenizer;
-
     let out = &spec.out;
     let max_len = spec
         .sizes

@@ -3,6 +3,7 @@
 //!
 //! - `config`: HF `config.json` (classic and `rope_parameters` forms) -> [`ModelConfig`]
 //! - `ops`: differentiable RMSNorm, RoPE (incl. llama3 scaling), GQA attention, SwiGLU
+//! - `params`: the parameter table (HF names, shapes, initialisation) of a config
 //! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype and kernels)
 //! - `layer`: one decoder layer, through `kernels::dispatch` (composed or fused ops)
 //! - `packing`: document masks and per-document positions for packed rows
@@ -20,6 +21,7 @@ pub mod lora;
 pub mod loss;
 pub mod ops;
 pub mod packing;
+pub mod params;
 pub mod tokenizer;
 
 pub use causal_lm::{CausalLm, SaveOptions};

@@ -2,7 +2,7 @@
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 
-use crate::data::sampler::Window;
+use crate::data::sampler::{Sampler, Window};
 use crate::model::packing::Packing;
 
 /// One micro-batch: inputs, targets and the document layout, plus which source each row
@@ -43,6 +43,18 @@ impl MicroBatch {
             sources: windows.iter().map(|w| w.source).collect(),
         })
     }
+}
+
+/// The next `count` micro-batches of `micro_batch` windows each, drawn from the sampler in
+/// order (one step's worth with `count = grad_accum`).
+pub fn draw_micro_batches(sampler: &mut Sampler, count: usize, micro_batch: usize, device: &Device) -> Result<Vec<MicroBatch>> {
+    let seq_len = sampler.seq_len();
+    (0..count)
+        .map(|_| {
+            let windows = (0..micro_batch).map(|_| sampler.next_window()).collect::<Result<Vec<_>>>()?;
+            MicroBatch::from_windows(&windows, seq_len, device)
+        })
+        .collect()
 }
 
 /// The topic of the document that token `pos` of window `w` lies in (None: unlabelled).

@@ -1,16 +1,31 @@
-//! What a run needs before its first step and around its loop: the base model (created by
-//! `cpt init` when the config asks for it), the freeze masks of a post-extension warm-up.
+//! What a run needs before its first step: the device, the base model (created by `cpt init`
+//! when the config asks for it), the CPU thread count, the tokenized data and its sampler,
+//! and the start line.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
 
-use crate::config::{FreezeConfig, FreezeTarget, TrainConfig};
+use crate::config::TrainConfig;
+use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
+use crate::data::sampler::Sampler;
+use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
+use crate::kernels::device_info;
 use crate::model::causal_lm::CausalLm;
 use crate::model::init::{init_model_dir, preset, InitSpec, SizeOverrides, TokenizerSource};
 use crate::model::Architecture;
-use crate::train::optim::Optimizer;
 use crate::vocab::corpus::{expand_paths, read_documents};
+
+/// The device of `run.device`.
+pub fn select_device(cfg: &TrainConfig) -> Result<Device> {
+    use crate::config::schema::DeviceKind;
+    let name = match cfg.run.device {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Cuda => "cuda",
+    };
+    device_info::select(name).context("run.device")
+}
 
 /// Makes sure `model.path` holds a model; creates it from `model.init` when it is missing.
 pub fn ensure_model(cfg: &TrainConfig) -> Result<()> {
@@ -50,7 +65,7 @@ pub fn ensure_model(cfg: &TrainConfig) -> Result<()> {
 /// Chooses candle's CPU thread count from the model's size (see `util::threads`).
 pub fn configure_threads(cfg: &TrainConfig) -> Result<()> {
     let config = crate::model::config::ModelConfig::from_file(&cfg.model.path.join("config.json"))?;
-    let parameters = crate::model::causal_lm::parameter_specs(&config).iter().map(|(_, shape, _)| shape.iter().product::<usize>()).sum();
+    let parameters = crate::model::params::parameter_specs(&config).iter().map(|(_, shape, _)| shape.iter().product::<usize>()).sum();
     crate::util::threads::configure_cpu_threads(parameters, cfg.run.cpu_threads);
     Ok(())
 }
@@ -72,35 +87,49 @@ fn tokenizer_training_files(corpus: &Path, scratch: &Path) -> Result<Vec<PathBuf
     Ok(vec![plain])
 }
 
-/// Starts the freeze warm-up: only the embeddings and lm_head train, or only the rows of
-/// the vocabulary added by `cpt vocab extend`.
-pub fn start_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimizer, freeze: &FreezeConfig) -> Result<()> {
-    let new_rows: Vec<u32> = match freeze.train_only {
-        FreezeTarget::Embeddings => Vec::new(),
-        FreezeTarget::NewVocabRows => {
-            let old = freeze_old_vocab_size(cfg, freeze)?;
-            let rows = model.config().vocab_size;
-            if old >= rows {
-                bail!("freeze.train_only: new_vocab_rows, but the model has {rows} vocabulary rows and the old vocabulary {old}: no new rows to train");
-            }
-            (old as u32..rows as u32).collect()
-        }
-    };
-    if model.lora_settings().is_some() {
-        // With LoRA the adapters keep training; the saved modules train only their new rows.
-        return optimizer.restrict_vocab_rows(&new_rows).context("freeze: with lora, list embed_tokens and/or lm_head in lora.modules_to_save");
+/// Tokenizes the configured sources (reusing cached shards) and opens the sampler.
+pub fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
+    let data = &cfg.data;
+    let tokenizer_path = data.tokenizer.clone().unwrap_or_else(|| cfg.model.path.clone());
+    let overrides = SpecialOverrides { bos_token: data.bos_token.clone(), eos_token: data.eos_token.clone() };
+    let tokenizer = TextTokenizer::load(&tokenizer_path, &overrides)?;
+    if tokenizer.vocab_size() > model.config().vocab_size {
+        bail!(
+            "the tokenizer {} has {} tokens but the model's vocab_size is {}",
+            tokenizer.path().display(),
+            tokenizer.vocab_size(),
+            model.config().vocab_size
+        );
     }
-    optimizer.freeze_for(freeze.train_only, &new_rows)
+    let cache_dir = data.cache_dir.clone().unwrap_or_else(|| cfg.run.out_dir.join("data"));
+    let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar, force: false };
+    prepare(data, &tokenizer, &opts)?;
+    let prepared = PreparedData::open(&cache_dir, data, Some(tokenizer.hash()))?;
+    Sampler::new(data, prepared, cfg.batch.seq_len, cfg.run.seed)
 }
 
-fn freeze_old_vocab_size(cfg: &TrainConfig, freeze: &FreezeConfig) -> Result<usize> {
-    if let Some(n) = freeze.old_vocab_size {
-        return Ok(n);
-    }
-    crate::vocab::extend::recorded_old_id_space(&cfg.model.path)?.with_context(|| {
-        format!(
-            "freeze.old_vocab_size is not set and {} records no vocabulary extension (written by `cpt vocab extend`)",
-            cfg.model.path.display()
-        )
-    })
+/// 6N + 12 L H Q T per trained token (PaLM appendix B), N without the input embeddings.
+pub fn flops_per_token(model: &CausalLm, seq_len: usize) -> f64 {
+    let c = model.config();
+    let embed = (c.vocab_size * c.hidden_size) as f64;
+    let tied_head = if c.tie_word_embeddings { embed } else { 0.0 };
+    let n = model.num_parameters() as f64 - embed + tied_head;
+    6.0 * n + 12.0 * (c.num_hidden_layers * c.num_attention_heads * c.head_dim * seq_len) as f64
+}
+
+/// The line a run starts with: model, size, device, dtypes, kernels, budget, run directory.
+pub fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType) {
+    let device_line = device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
+    eprintln!(
+        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, {}, kernels {}; {} steps x {} tokens -> {}",
+        cfg.model.path.display(),
+        model.num_parameters() as f64 / 1e6,
+        device_line,
+        dtype,
+        super::trained_model::describe(model, dtype),
+        model.kernels().describe(),
+        cfg.total_steps(),
+        cfg.tokens_per_step(),
+        cfg.run.out_dir.display()
+    );
 }

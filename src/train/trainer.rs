@@ -1,52 +1,47 @@
-//! The training loop: sampler windows -> forward/backward -> guard -> optimiser step, with
-//! logging, validation, topic re-weighting, checkpoints and exact resume.
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+//! The training loop. `train` sets a run up (`Trainer::setup`), then takes steps until the
+//! budget is spent, a signal arrives or the guard stops the run; each step reads as what it
+//! does: draw micro-batches, forward/backward, reduce, guard, optimiser step, log, validate,
+//! evaluate, checkpoint.
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
-use crate::data::sampler::{Sampler, SamplerState};
-use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
-use crate::model::causal_lm::CausalLm;
-use crate::eval::model_adapter::ModelScorer;
-use crate::eval::training::{parse_tasks, PreparedEvalTasks};
-use crate::kernels::device_info;
-use crate::kernels::recompute::GradSink;
+use crate::data::sampler::Sampler;
 use crate::kernels::KernelMode;
-use crate::model::tokenizer::Tokenizer;
-
-use super::batch::MicroBatch;
-use super::checkpoint::{load_checkpoint, Checkpoints, TrainerState, STATE_FORMAT};
-use super::guard::{Guard, Verdict};
-use super::memory::{PeakMemory, GIB};
-use super::metrics::{MetricsWriter, StepRecord, ValRecord};
-use super::optim::{GradAccumulator, Optimizer};
-use super::schedule::Schedule;
-use super::tensorboard::TensorBoardWriter;
-use super::validate::validation_losses;
+use crate::model::causal_lm::CausalLm;
+use crate::util::atomic::write_file_atomic;
 use crate::util::progress::{RunSummary, TrainProgress};
 use crate::util::signals::StopSignal;
+
+use super::batch::{draw_micro_batches, MicroBatch};
+use super::checkpoint::{Checkpoints, TrainerState, STATE_FORMAT};
+use super::evals::TrainingEvals;
+use super::forward_backward::{forward_backward, LocalGradients, StepGradients};
+use super::freeze::FreezePhase;
+use super::guard::{Guard, Verdict};
+use super::memory::GIB;
+use super::metrics::{MetricsWriter, StepRecord};
+use super::optim::Optimizer;
+use super::run_log::RunLog;
+use super::schedule::Schedule;
+use super::setup::{configure_threads, ensure_model, flops_per_token, open_sampler, print_start, select_device};
+use super::tensorboard::TensorBoardWriter;
+use super::trained_model::{self, trainable};
+use super::validate::validation_losses;
+
+pub use super::resume::Resume;
 
 /// H100/H200 dense bf16 peak, the denominator of MFU (reference.md, Throughput).
 const PEAK_FLOPS: f64 = 989e12;
 /// Name of the marker a finished run leaves in its directory (read by `cpt sweep`).
 pub const DONE_FILE: &str = "DONE.json";
-
-/// Where a run starts from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resume {
-    /// A new run; refuses a run directory that already holds checkpoints.
-    Fresh,
-    /// The newest complete checkpoint of the run directory.
-    Latest,
-    /// A given checkpoint directory.
-    From(PathBuf),
-}
+/// Environment variable naming steps (1-based, comma-separated) whose loss is replaced by
+/// NaN: fault injection that lets tests and users check the guard rails end to end.
+pub const INJECT_NAN_ENV: &str = "CPT_INJECT_NAN_AT_STEPS";
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -81,255 +76,416 @@ pub struct TrainOutcome {
     pub flops: f64,
 }
 
-/// The loop's mutable position; what a checkpoint must restore besides weights, moments and
-/// the sampler.
+/// Runs (or resumes) the training described by `cfg`.
+pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let mut run = Trainer::setup(cfg, opts)?;
+    if cfg.validation.at_start && run.counters.step == 0 {
+        run.validate()?;
+    }
+    run.log.restart_memory();
+    let mut ending = Ending::Completed;
+    while run.counters.step < run.total_steps {
+        if let Some(end) = run.step()? {
+            ending = end;
+            break;
+        }
+    }
+    run.finish(ending)
+}
+
+/// The loop's position; what a checkpoint must restore besides weights, moments, guard and
+/// sampler.
 struct Counters {
     step: u64,
     tokens: u64,
     optimizer_steps: u64,
+    /// The LR of the last applied update.
     lr: f64,
+    /// Wall time of the run before this process (resumes).
     elapsed_before: f64,
 }
 
-/// Runs (or resumes) the training described by `cfg`.
-pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
-    cfg.validate()?;
-    let run_dir = cfg.run.out_dir.clone();
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating run directory {}", run_dir.display()))?;
-    let checkpoints = Checkpoints::new(run_dir.join("checkpoints"), cfg.checkpoint.keep_last);
-    checkpoints.remove_stale_temporaries()?;
-    let resume_from = resolve_resume(&opts.resume, &checkpoints)?;
-
-    let device = select_device(cfg)?;
-    let compute_dtype = cfg.run.dtype.to_candle();
-    super::setup::ensure_model(cfg)?;
-    super::setup::configure_threads(cfg)?;
-    let mut model = super::lora::load_model(cfg, resume_from.as_deref(), &device, compute_dtype)?;
-    // A LoRA checkpoint holds only the adapter: the tokenizer comes from the base.
-    let model_dir = match &resume_from {
-        Some(dir) if cfg.lora.is_none() => dir.clone(),
-        _ => cfg.model.path.clone(),
-    };
-    model.set_kernels(cfg.kernels).context("kernels")?;
-    crate::util::atomic::write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
-
-    let evals = TrainingEvals::prepare(cfg, &model_dir)?;
-    let mut sampler = open_sampler(cfg, &model)?;
-    for w in sampler.warnings() {
-        eprintln!("warning: {w}");
-    }
-    let mut optimizer = Optimizer::new(model.named_parameters(), cfg.optimizer_settings())?;
-    // Fused kernels include the multi-tensor AdamW (one launch per step on a GPU).
-    optimizer.set_multi_tensor(cfg.kernels.mode == KernelMode::Fused);
-    let schedule: Schedule = cfg.schedule()?;
-    let mut guard = Guard::new(cfg.guard_settings());
-    let mut counters = Counters { step: 0, tokens: 0, optimizer_steps: 0, lr: 0.0, elapsed_before: 0.0 };
-
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let mut metrics = match &resume_from {
-        Some(dir) => {
-            let state = load_checkpoint(dir, &mut optimizer, &device)?;
-            let sampler_state: SamplerState = serde_json::from_value(state.sampler.clone())
-                .with_context(|| format!("{}: the sampler state does not parse", dir.display()))?;
-            let report = sampler.restore(&sampler_state)?;
-            if !report.is_exact() {
-                eprintln!("resume: the data plan changed since the checkpoint:\n  {}", report.changes.join("\n  "));
-            }
-            guard = state.guard.clone();
-            super::lora::restore_rng(&model, &state.rng);
-            counters = Counters {
-                step: state.step,
-                tokens: state.tokens,
-                optimizer_steps: state.optimizer_steps,
-                lr: state.lr,
-                elapsed_before: state.elapsed_s,
-            };
-            eprintln!("resumed from {} at step {} ({} tokens)", dir.display(), state.step, state.tokens);
-            MetricsWriter::resume(&metrics_path, state.step)?
-        }
-        None => MetricsWriter::create(&metrics_path)?,
-    };
-    let mut tensorboard = if cfg.logging.tensorboard { Some(TensorBoardWriter::create(&run_dir.join("tb"))?) } else { None };
-
-    let stop = StopSignal::install()?;
-
-    print_start(cfg, &model, &device, compute_dtype);
-    let total_steps = cfg.total_steps();
-    let tokens_per_step = cfg.tokens_per_step();
-    let flops_per_token = flops_per_token(&model, cfg.batch.seq_len);
-    let progress = TrainProgress::new(total_steps, counters.step, "steps", opts.progress && cfg.logging.progress_bar);
-    let started = Instant::now();
-    let mut window_start = (Instant::now(), counters.tokens);
-    let mut last_checkpoint = resume_from.clone();
-    let mut last_loss = None;
-    let mut first_loss = None;
-    let mut ending = Ending::Completed;
-
-    if cfg.validation.at_start && counters.step == 0 {
-        run_validation(cfg, &model, &mut sampler, &counters, &mut metrics, &mut tensorboard, &progress)?;
+impl Counters {
+    /// Counts one more step of `tokens`; returns the token count before it.
+    fn advance(&mut self, tokens: u64) -> u64 {
+        let before = self.tokens;
+        self.step += 1;
+        self.tokens += tokens;
+        before
     }
 
-    let mut masked = false;
-    let fault_injection = nan_injection_steps()?;
-    let mut peak_memory = PeakMemory::start(&device);
-    while counters.step < total_steps {
-        apply_freeze(cfg, &model, &mut optimizer, counters.step, &mut masked)?;
-        let mut step_out = forward_backward(cfg, &model, &mut sampler)?;
-        if fault_injection.contains(&(counters.step + 1)) {
-            step_out.loss = f64::NAN;
+    fn from_state(state: &TrainerState) -> Self {
+        Self {
+            step: state.step,
+            tokens: state.tokens,
+            optimizer_steps: state.optimizer_steps,
+            lr: state.lr,
+            elapsed_before: state.elapsed_s,
         }
-        let prev_tokens = counters.tokens;
-        counters.step += 1;
-        counters.tokens += tokens_per_step;
-
-        let mut grads = step_out.grads;
-        // Masked (frozen) gradients are dropped first, so the norm counts only what trains.
-        optimizer.apply_masks(&mut grads)?;
-        let grad_norm = grads.global_norm()?;
-        let verdict = guard.assess(step_out.loss, grad_norm);
-        let lr = schedule.lr_for(counters.step - 1, prev_tokens);
-        let skipped = match verdict {
-            Verdict::Accept => {
-                if let Some(max) = cfg.optim.grad_clip {
-                    grads.clip_global_norm(max)?;
-                }
-                optimizer.step(&grads, lr)?;
-                counters.optimizer_steps += 1;
-                counters.lr = lr;
-                last_loss = Some(step_out.loss);
-                first_loss.get_or_insert(step_out.loss);
-                None
-            }
-            Verdict::Skip(reason) => {
-                progress.println(&format!("step {}: skipped ({reason})", counters.step));
-                Some(reason.to_string())
-            }
-            Verdict::Stop { reason, consecutive } => {
-                progress.println(&format!(
-                    "step {}: {consecutive} steps in a row skipped (last: {reason}); stopping with a checkpoint",
-                    counters.step
-                ));
-                ending = Ending::GuardStopped;
-                Some(reason.to_string())
-            }
-        };
-
-        let elapsed = counters.elapsed_before + started.elapsed().as_secs_f64();
-        let log_due = counters.step % cfg.logging.every_steps.get().max(1) == 0 || skipped.is_some();
-        if log_due {
-            let dt = window_start.0.elapsed().as_secs_f64().max(1e-9);
-            let tokens_per_s = (counters.tokens - window_start.1) as f64 / dt;
-            window_start = (Instant::now(), counters.tokens);
-            let record = StepRecord {
-                step: counters.step,
-                tokens: counters.tokens,
-                loss: step_out.loss,
-                lr,
-                grad_norm,
-                tokens_per_s,
-                elapsed_s: elapsed,
-                source_loss: step_out.source_loss.clone(),
-                mfu: device.is_cuda().then(|| tokens_per_s * flops_per_token / PEAK_FLOPS),
-                peak_mem_bytes: peak_memory.window_peak(),
-                skipped: skipped.clone(),
-            };
-            metrics.write(&record)?;
-            if let Some(tb) = tensorboard.as_mut() {
-                let mut scalars = vec![
-                    ("train/loss".to_string(), step_out.loss as f32),
-                    ("train/lr".to_string(), lr as f32),
-                    ("train/grad_norm".to_string(), grad_norm as f32),
-                    ("train/tokens_per_s".to_string(), tokens_per_s as f32),
-                ];
-                if let Some(bytes) = record.peak_mem_bytes {
-                    scalars.push(("train/peak_mem_gib".to_string(), (bytes as f64 / GIB) as f32));
-                }
-                scalars.extend(step_out.source_loss.iter().map(|(k, v)| (format!("train_source/{k}"), *v as f32)));
-                tb.add_scalars(counters.step, &scalars)?;
-            }
-            progress.update(counters.step, counters.step, step_out.loss, tokens_per_s);
-        }
-
-        if let Some(every) = cfg.validation.every_steps {
-            // Also at the last step, so every run ends with a validation record.
-            if counters.step % every.get().max(1) == 0 || counters.step == total_steps {
-                run_validation(cfg, &model, &mut sampler, &counters, &mut metrics, &mut tensorboard, &progress)?;
-            }
-        }
-
-        if let Some(evals) = &evals {
-            if counters.step % evals.every == 0 || counters.step == total_steps {
-                evals.run(&model, &counters, &mut metrics, &progress)?;
-            }
-        }
-
-        let interrupted = stop.requested();
-        let finished = counters.step >= total_steps || ending == Ending::GuardStopped || interrupted;
-        let due = cfg.checkpoint_due(prev_tokens, counters.step, counters.tokens);
-        if due || (finished && (cfg.checkpoint.at_end || interrupted || ending == Ending::GuardStopped)) {
-            let elapsed = counters.elapsed_before + started.elapsed().as_secs_f64();
-            let dir = save_checkpoint(cfg, &checkpoints, &model, &optimizer, &sampler, &guard, &counters, &schedule, elapsed)?;
-            progress.println(&format!("checkpoint: {}", dir.display()));
-            last_checkpoint = Some(dir);
-        }
-        if interrupted {
-            ending = Ending::Interrupted;
-            progress.println("interrupted: checkpoint written, exiting");
-            break;
-        }
-        if ending == Ending::GuardStopped {
-            break;
-        }
-    }
-    progress.finish();
-
-    let elapsed = counters.elapsed_before + started.elapsed().as_secs_f64();
-    let skipped_steps = guard.skipped_nonfinite + guard.skipped_spike;
-    let outcome = TrainOutcome {
-        ending: ending.clone(),
-        steps: counters.step,
-        tokens: counters.tokens,
-        final_loss: last_loss,
-        skipped_steps,
-        elapsed_s: elapsed,
-        last_checkpoint: last_checkpoint.clone(),
-        flops: flops_per_token * counters.tokens as f64,
-    };
-    let summary = RunSummary {
-        steps: counters.step,
-        tokens: counters.tokens,
-        elapsed_s: elapsed,
-        first_loss,
-        final_loss: last_loss,
-        skipped_nonfinite: guard.skipped_nonfinite,
-        skipped_spike: guard.skipped_spike,
-        last_checkpoint,
-        peak_memory: peak_memory.run_peak().map(|b| format!("{:.2} GiB ({})", b as f64 / GIB, peak_memory.what())),
-        stop_reason: match ending {
-            Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, metrics.path().display()),
-            Ending::Interrupted => "interrupted by a signal (checkpoint written)".to_string(),
-            Ending::GuardStopped => "stopped by the guard (checkpoint written)".to_string(),
-        },
-    };
-    eprintln!("{}", summary.render());
-    match ending {
-        Ending::Completed => {
-            crate::util::atomic::write_file_atomic(&run_dir.join(DONE_FILE), &serde_json::to_vec_pretty(&outcome)?)?;
-            Ok(outcome)
-        }
-        Ending::Interrupted => Ok(outcome),
-        Ending::GuardStopped => bail!(
-            "training stopped at step {}: {} consecutive steps were skipped by the guard (see {}); the last checkpoint is intact",
-            counters.step,
-            cfg.guard.max_consecutive_skips,
-            metrics_path.display()
-        ),
     }
 }
 
-/// Environment variable naming steps (1-based, comma-separated) whose loss is replaced by
-/// NaN: fault injection that lets tests and users check the guard rails end to end.
-pub const INJECT_NAN_ENV: &str = "CPT_INJECT_NAN_AT_STEPS";
+/// Everything a run holds between steps.
+struct Trainer<'a> {
+    cfg: &'a TrainConfig,
+    device: Device,
+    model: CausalLm,
+    sampler: Sampler,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    guard: Guard,
+    freeze: FreezePhase,
+    counters: Counters,
+    log: RunLog,
+    checkpoints: Checkpoints,
+    evals: Option<TrainingEvals>,
+    stop: StopSignal,
+    /// Steps whose loss is replaced by NaN (`INJECT_NAN_ENV`).
+    nan_steps: Vec<u64>,
+    total_steps: u64,
+    tokens_per_step: u64,
+    flops_per_token: f64,
+    started: Instant,
+    first_loss: Option<f64>,
+    last_loss: Option<f64>,
+    last_checkpoint: Option<PathBuf>,
+}
+
+impl<'a> Trainer<'a> {
+    /// Validates the config, prepares the run directory, device, model, data and sampler,
+    /// optimiser, schedule, guard and writers; restores them from a checkpoint on a resume.
+    fn setup(cfg: &'a TrainConfig, opts: &TrainOptions) -> Result<Self> {
+        cfg.validate()?;
+        let run_dir = cfg.run.out_dir.clone();
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("creating run directory {}", run_dir.display()))?;
+        let checkpoints = Checkpoints::new(run_dir.join("checkpoints"), cfg.checkpoint.keep_last);
+        checkpoints.remove_stale_temporaries()?;
+        let resume_from = opts.resume.resolve(&checkpoints)?;
+
+        let device = select_device(cfg)?;
+        let compute_dtype = cfg.run.dtype.to_candle();
+        ensure_model(cfg)?;
+        configure_threads(cfg)?;
+        let mut model = trained_model::load(cfg, resume_from.as_deref(), &device, compute_dtype)?;
+        // Every checkpoint carries the tokenizer files of the base.
+        let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.path.clone());
+        model.set_kernels(cfg.kernels).context("kernels")?;
+        write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
+
+        let evals = TrainingEvals::prepare(cfg, &model_dir)?;
+        let mut sampler = open_sampler(cfg, &model)?;
+        for w in sampler.warnings() {
+            eprintln!("warning: {w}");
+        }
+        let mut optimizer = Optimizer::new(trainable(&model), cfg.optimizer_settings())?;
+        // Fused kernels include the multi-tensor AdamW (one launch per step on a GPU).
+        optimizer.set_multi_tensor(cfg.kernels.mode == KernelMode::Fused);
+        let schedule: Schedule = cfg.schedule()?;
+        let mut guard = Guard::new(cfg.guard_settings());
+        let mut counters = Counters { step: 0, tokens: 0, optimizer_steps: 0, lr: 0.0, elapsed_before: 0.0 };
+
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics = match &resume_from {
+            Some(dir) => {
+                let state = super::resume::restore(dir, &mut optimizer, &mut sampler, &device)?;
+                trained_model::restore_random_state(&model, &state.rng).with_context(|| format!("resuming from {}", dir.display()))?;
+                guard = state.guard.clone();
+                counters = Counters::from_state(&state);
+                eprintln!("resumed from {} at step {} ({} tokens)", dir.display(), state.step, state.tokens);
+                MetricsWriter::resume(&metrics_path, state.step)?
+            }
+            None => MetricsWriter::create(&metrics_path)?,
+        };
+        let tensorboard = if cfg.logging.tensorboard { Some(TensorBoardWriter::create(&run_dir.join("tb"))?) } else { None };
+        let stop = StopSignal::install()?;
+
+        print_start(cfg, &model, &device, compute_dtype);
+        let total_steps = cfg.total_steps();
+        let progress = TrainProgress::new(total_steps, counters.step, "steps", opts.progress && cfg.logging.progress_bar);
+        let log = RunLog::new(metrics, tensorboard, progress, &device, counters.tokens);
+        Ok(Self {
+            cfg,
+            flops_per_token: flops_per_token(&model, cfg.batch.seq_len),
+            device,
+            model,
+            sampler,
+            optimizer,
+            schedule,
+            guard,
+            freeze: FreezePhase::default(),
+            counters,
+            log,
+            checkpoints,
+            evals,
+            stop,
+            nan_steps: nan_injection_steps()?,
+            total_steps,
+            tokens_per_step: cfg.tokens_per_step(),
+            started: Instant::now(),
+            first_loss: None,
+            last_loss: None,
+            last_checkpoint: resume_from,
+        })
+    }
+
+    /// One optimiser step; `Some(ending)` when the run ends after it.
+    fn step(&mut self) -> Result<Option<Ending>> {
+        self.freeze.apply(self.cfg, &self.model, &mut self.optimizer, self.counters.step)?;
+        let micro_batches = self.draw_micro_batches()?;
+        let local = self.forward_backward(&micro_batches)?;
+        let mut step = self.reduce(local);
+        self.inject_fault(&mut step);
+        let tokens_before = self.counters.advance(self.tokens_per_step);
+
+        let (verdict, grad_norm) = self.guard(&mut step)?;
+        let lr = self.schedule.lr_for(self.counters.step - 1, tokens_before);
+        let skipped = match &verdict {
+            Verdict::Accept => {
+                self.optimizer_step(&mut step, lr)?;
+                None
+            }
+            Verdict::Skip(reason) | Verdict::Stop { reason, .. } => Some(reason.to_string()),
+        };
+        self.log(&step, lr, grad_norm, skipped)?;
+        if self.validation_due() {
+            self.validate()?;
+        }
+        if self.eval_due() {
+            self.evaluate()?;
+        }
+        let ending = self.ending(&verdict);
+        if self.checkpoint_due(tokens_before, ending.as_ref()) {
+            self.checkpoint()?;
+        }
+        if ending == Some(Ending::Interrupted) {
+            self.log.println("interrupted: checkpoint written, exiting");
+        }
+        Ok(ending)
+    }
+
+    /// The next `grad_accum` micro-batches of this step.
+    fn draw_micro_batches(&mut self) -> Result<Vec<MicroBatch>> {
+        let count = self.cfg.grad_accum() as usize;
+        draw_micro_batches(&mut self.sampler, count, self.cfg.batch.micro_batch, self.model.device())
+    }
+
+    /// Forward and backward of each micro-batch, gradients of the trainable parameters.
+    fn forward_backward(&self, micro_batches: &[MicroBatch]) -> Result<LocalGradients> {
+        forward_backward(&self.model, trainable(&self.model), micro_batches)
+    }
+
+    /// The step's gradients and losses from what the micro-batches left. One process holds
+    /// the whole step. With data parallelism, ranks all-reduce `local` (gradients averaged,
+    /// loss and per-source sums added) before this, so that the guard sees the same loss and
+    /// norm on every rank and every rank takes the same verdict and update.
+    fn reduce(&self, local: LocalGradients) -> StepGradients {
+        local.into_step(&self.sampler.source_names())
+    }
+
+    /// Fault injection for the guard rails: the loss of the listed steps becomes NaN.
+    fn inject_fault(&self, step: &mut StepGradients) {
+        if self.nan_steps.contains(&(self.counters.step + 1)) {
+            step.loss = f64::NAN;
+        }
+    }
+
+    /// Drops the gradients the freeze masks exclude, takes the global norm of what trains,
+    /// and asks the guard whether to apply the update (NaN/inf loss or norm, loss spikes).
+    /// It sees reduced values only, so data-parallel ranks reach the same verdict; a
+    /// rank-local reason to skip would have to be agreed on here.
+    fn guard(&mut self, step: &mut StepGradients) -> Result<(Verdict, f64)> {
+        // Masks first, so the norm counts only what trains.
+        self.optimizer.apply_masks(&mut step.grads)?;
+        let grad_norm = step.grads.global_norm()?;
+        let verdict = self.guard.assess(step.loss, grad_norm);
+        match &verdict {
+            Verdict::Accept => {}
+            Verdict::Skip(reason) => self.log.println(&format!("step {}: skipped ({reason})", self.counters.step)),
+            Verdict::Stop { reason, consecutive } => self.log.println(&format!(
+                "step {}: {consecutive} steps in a row skipped (last: {reason}); stopping with a checkpoint",
+                self.counters.step
+            )),
+        }
+        Ok((verdict, grad_norm))
+    }
+
+    /// Clips the gradients (`optim.grad_clip`) and updates the parameters at `lr`.
+    fn optimizer_step(&mut self, step: &mut StepGradients, lr: f64) -> Result<()> {
+        if let Some(max_norm) = self.cfg.optim.grad_clip {
+            step.grads.clip_global_norm(max_norm)?;
+        }
+        self.optimizer.step(&step.grads, lr)?;
+        self.counters.optimizer_steps += 1;
+        self.counters.lr = lr;
+        self.last_loss = Some(step.loss);
+        self.first_loss.get_or_insert(step.loss);
+        Ok(())
+    }
+
+    /// A step record every `logging.every_steps` steps, and for every skipped step.
+    fn log(&mut self, step: &StepGradients, lr: f64, grad_norm: f64, skipped: Option<String>) -> Result<()> {
+        let elapsed = self.elapsed();
+        let due = self.counters.step.is_multiple_of(self.cfg.logging.every_steps.get().max(1)) || skipped.is_some();
+        if !due {
+            return Ok(());
+        }
+        let window = self.log.close_window(self.counters.tokens);
+        let record = StepRecord {
+            step: self.counters.step,
+            tokens: self.counters.tokens,
+            loss: step.loss,
+            lr,
+            grad_norm,
+            tokens_per_s: window.tokens_per_s,
+            elapsed_s: elapsed,
+            source_loss: step.source_loss.clone(),
+            mfu: self.device.is_cuda().then(|| window.tokens_per_s * self.flops_per_token / PEAK_FLOPS),
+            peak_mem_bytes: window.peak_mem_bytes,
+            skipped,
+        };
+        self.log.step(&record)
+    }
+
+    /// Every `validation.every_steps` steps, and at the last step so every run ends with a
+    /// validation record.
+    fn validation_due(&self) -> bool {
+        self.cfg
+            .validation
+            .every_steps
+            .is_some_and(|every| self.counters.step.is_multiple_of(every.get().max(1)) || self.counters.step == self.total_steps)
+    }
+
+    /// Held-out loss per source and topic; with topic mixing, the sampler's topic weights
+    /// follow the new losses.
+    fn validate(&mut self) -> Result<()> {
+        let (sources, topics) =
+            validation_losses(&self.model, &self.sampler, self.cfg.batch.micro_batch, self.cfg.validation.max_windows)?;
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let topic_losses = topics.iter().map(|(k, v)| (k.clone(), v.loss)).collect();
+        let step = self.counters.step;
+        self.log.validation(step, self.counters.tokens, sources, topics)?;
+        if let Some(update) = self.sampler.update_topic_mixing(step, &topic_losses)? {
+            let mut record = serde_json::to_value(&update)?;
+            record["kind"] = "mixing".into();
+            self.log.record(&record)?;
+            self.log.println(&format!("step {step}: topic weights updated ({:?} rule)", update.rule));
+        }
+        Ok(())
+    }
+
+    /// Every `eval.every_steps` steps and at the last step, when the config names tasks.
+    fn eval_due(&self) -> bool {
+        let step = self.counters.step;
+        self.evals.as_ref().is_some_and(|e| step.is_multiple_of(e.every) || step == self.total_steps)
+    }
+
+    /// The benchmarks and perplexity sets of `eval.tasks`, one `eval` record.
+    fn evaluate(&mut self) -> Result<()> {
+        if let Some(evals) = &self.evals {
+            evals.run(&self.model, self.counters.step, self.counters.tokens, &mut self.log)?;
+        }
+        Ok(())
+    }
+
+    /// How the run ends after this step, if it does: a signal (checked once per step), or
+    /// the guard's stop.
+    fn ending(&self, verdict: &Verdict) -> Option<Ending> {
+        if self.stop.requested() {
+            Some(Ending::Interrupted)
+        } else if matches!(verdict, Verdict::Stop { .. }) {
+            Some(Ending::GuardStopped)
+        } else {
+            None
+        }
+    }
+
+    /// `checkpoint.every_steps` / `every_tokens`; at the last step with `checkpoint.at_end`;
+    /// always before a signal or the guard ends the run.
+    fn checkpoint_due(&self, tokens_before: u64, ending: Option<&Ending>) -> bool {
+        let scheduled = self.cfg.checkpoint_due(tokens_before, self.counters.step, self.counters.tokens);
+        let last = self.counters.step >= self.total_steps;
+        scheduled || ending.is_some() || (last && self.cfg.checkpoint.at_end)
+    }
+
+    /// Writes a checkpoint: the model (`trained_model::save`) plus optimiser, sampler, guard and
+    /// counters (`checkpoint::Checkpoints`, atomic). The one place a run writes its state.
+    fn checkpoint(&mut self) -> Result<()> {
+        let cfg = self.cfg;
+        let state = TrainerState {
+            format: STATE_FORMAT,
+            step: self.counters.step,
+            tokens: self.counters.tokens,
+            schedule_position: self.schedule.position(self.counters.step, self.counters.tokens),
+            lr: self.counters.lr,
+            optimizer_steps: self.counters.optimizer_steps,
+            rng: trained_model::random_state(cfg, &self.model),
+            guard: self.guard.clone(),
+            sampler: serde_json::to_value(self.sampler.state())?,
+            config: serde_json::to_value(cfg)?,
+            elapsed_s: self.elapsed(),
+        };
+        let model = &self.model;
+        let dir = self.checkpoints.save(&state, &self.optimizer, |dir| trained_model::save(cfg, model, dir))?;
+        self.log.println(&format!("checkpoint: {}", dir.display()));
+        self.last_checkpoint = Some(dir);
+        Ok(())
+    }
+
+    /// Wall time of the run so far, resumes included.
+    fn elapsed(&self) -> f64 {
+        self.counters.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// The summary, `DONE.json` for a completed run, and the outcome (an error when the
+    /// guard stopped the run).
+    fn finish(mut self, ending: Ending) -> Result<TrainOutcome> {
+        let (peak_memory, peak_what) = self.log.finish();
+        let elapsed = self.elapsed();
+        let counters = &self.counters;
+        let outcome = TrainOutcome {
+            ending: ending.clone(),
+            steps: counters.step,
+            tokens: counters.tokens,
+            final_loss: self.last_loss,
+            skipped_steps: self.guard.skipped_nonfinite + self.guard.skipped_spike,
+            elapsed_s: elapsed,
+            last_checkpoint: self.last_checkpoint.clone(),
+            flops: self.flops_per_token * counters.tokens as f64,
+        };
+        let summary = RunSummary {
+            steps: counters.step,
+            tokens: counters.tokens,
+            elapsed_s: elapsed,
+            first_loss: self.first_loss,
+            final_loss: self.last_loss,
+            skipped_nonfinite: self.guard.skipped_nonfinite,
+            skipped_spike: self.guard.skipped_spike,
+            last_checkpoint: self.last_checkpoint,
+            peak_memory: peak_memory.map(|b| format!("{:.2} GiB ({peak_what})", b as f64 / GIB)),
+            stop_reason: match ending {
+                Ending::Completed => format!("trained {} steps; metrics in {}", counters.step, self.log.metrics_path().display()),
+                Ending::Interrupted => "interrupted by a signal (checkpoint written)".to_string(),
+                Ending::GuardStopped => "stopped by the guard (checkpoint written)".to_string(),
+            },
+        };
+        eprintln!("{}", summary.render());
+        match ending {
+            Ending::Completed => {
+                write_file_atomic(&self.cfg.run.out_dir.join(DONE_FILE), &serde_json::to_vec_pretty(&outcome)?)?;
+                Ok(outcome)
+            }
+            Ending::Interrupted => Ok(outcome),
+            Ending::GuardStopped => bail!(
+                "training stopped at step {}: {} consecutive steps were skipped by the guard (see {}); the last checkpoint is intact",
+                counters.step,
+                self.cfg.guard.max_consecutive_skips,
+                self.log.metrics_path().display()
+            ),
+        }
+    }
+}
 
 fn nan_injection_steps() -> Result<Vec<u64>> {
     match std::env::var(INJECT_NAN_ENV) {
@@ -340,229 +496,4 @@ fn nan_injection_steps() -> Result<Vec<u64>> {
             .collect(),
         Err(_) => Ok(Vec::new()),
     }
-}
-
-/// Loss, per-source loss and summed gradients of one optimiser step.
-struct StepOutput {
-    loss: f64,
-    source_loss: BTreeMap<String, f64>,
-    grads: super::optim::Grads,
-}
-
-fn forward_backward(cfg: &TrainConfig, model: &CausalLm, sampler: &mut Sampler) -> Result<StepOutput> {
-    let accum = cfg.grad_accum() as usize;
-    let seq_len = cfg.batch.seq_len;
-    let names: Vec<String> = sampler.source_names().iter().map(|s| s.to_string()).collect();
-    let mut acc = GradAccumulator::new();
-    let mut loss_sum = 0.0;
-    let mut per_source: BTreeMap<usize, (f64, u64)> = BTreeMap::new();
-    for _ in 0..accum {
-        let windows = (0..cfg.batch.micro_batch).map(|_| sampler.next_window()).collect::<Result<Vec<_>>>()?;
-        let batch = MicroBatch::from_windows(&windows, seq_len, model.device())?;
-        let sink = GradSink::new();
-        let nll = model.token_nll(&batch.inputs, &batch.targets, Some(&batch.packing), Some(&sink))?;
-        let loss = nll.mean_all()?;
-        let row_means = nll.detach().mean(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        for (src, m) in batch.sources.iter().zip(row_means) {
-            let e = per_source.entry(*src).or_insert((0.0, 0));
-            e.0 += m;
-            e.1 += 1;
-        }
-        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let mut grads = loss.backward()?;
-        // Gradients of parameters inside recomputed layers (empty without recomputation).
-        sink.merge_into(&mut grads)?;
-        acc.add(model.named_parameters(), &grads, 1.0 / accum as f64)?;
-    }
-    let source_loss = per_source.into_iter().map(|(i, (s, n))| (names[i].clone(), s / n as f64)).collect();
-    Ok(StepOutput { loss: loss_sum / accum as f64, source_loss, grads: acc.finish()? })
-}
-
-fn run_validation(
-    cfg: &TrainConfig,
-    model: &CausalLm,
-    sampler: &mut Sampler,
-    counters: &Counters,
-    metrics: &mut MetricsWriter,
-    tensorboard: &mut Option<TensorBoardWriter>,
-    progress: &TrainProgress,
-) -> Result<()> {
-    let (sources, topics) = validation_losses(model, sampler, cfg.batch.micro_batch, cfg.validation.max_windows)?;
-    if sources.is_empty() {
-        return Ok(());
-    }
-    let line: Vec<String> = sources.iter().map(|(k, v)| format!("{k} {:.4}", v.loss)).collect();
-    progress.println(&format!("step {} validation loss: {}", counters.step, line.join(", ")));
-    if let Some(tb) = tensorboard.as_mut() {
-        let mut scalars: Vec<(String, f32)> = sources.iter().map(|(k, v)| (format!("val/{k}"), v.loss as f32)).collect();
-        scalars.extend(topics.iter().map(|(k, v)| (format!("val_topic/{k}"), v.loss as f32)));
-        tb.add_scalars(counters.step, &scalars)?;
-    }
-    let topic_losses: BTreeMap<String, f64> = topics.iter().map(|(k, v)| (k.clone(), v.loss)).collect();
-    metrics.write(&ValRecord::new(counters.step, counters.tokens, sources, topics))?;
-    if !topic_losses.is_empty() {
-        if let Some(update) = sampler.update_topic_mixing(counters.step, &topic_losses)? {
-            let mut record = serde_json::to_value(&update)?;
-            record["kind"] = "mixing".into();
-            metrics.write(&record)?;
-            progress.println(&format!("step {}: topic weights updated ({:?} rule)", counters.step, update.rule));
-        }
-    }
-    Ok(())
-}
-
-/// Benchmarks and perplexity sets run every `eval.every_steps` steps (and at the end), with
-/// the files loaded once at the start so a typo fails before training.
-struct TrainingEvals {
-    every: u64,
-    tasks: PreparedEvalTasks,
-    tokenizer: Tokenizer,
-}
-
-impl TrainingEvals {
-    fn prepare(cfg: &TrainConfig, model_dir: &Path) -> Result<Option<Self>> {
-        if cfg.eval.tasks.is_empty() {
-            return Ok(None);
-        }
-        let Some(every) = cfg.eval.every_steps.map(|c| c.get()).filter(|&n| n > 0) else {
-            bail!("eval.every_steps: needed when eval.tasks are given");
-        };
-        let tasks = parse_tasks(&cfg.eval.tasks)?;
-        let tasks = PreparedEvalTasks::from_tasks(&tasks, cfg.eval.batch_tokens).context("eval.tasks")?;
-        let tokenizer = Tokenizer::from_dir(model_dir)?;
-        Ok(Some(Self { every, tasks, tokenizer }))
-    }
-
-    fn run(&self, model: &CausalLm, counters: &Counters, metrics: &mut MetricsWriter, progress: &TrainProgress) -> Result<()> {
-        let results = self.tasks.run(&ModelScorer::new(model, None), &self.tokenizer)?;
-        progress.println(&format!("step {} eval: {results}", counters.step));
-        let mut record = serde_json::json!({"kind": "eval", "step": counters.step, "tokens": counters.tokens});
-        if let (Some(obj), serde_json::Value::Object(r)) = (record.as_object_mut(), results) {
-            obj.extend(r);
-        }
-        metrics.write(&record)
-    }
-}
-
-/// The freeze warm-up after a vocabulary extension: masks on for steps `0..freeze.steps`
-/// (set again on a resume inside the warm-up), cleared at `freeze.steps`.
-fn apply_freeze(cfg: &TrainConfig, model: &CausalLm, optimizer: &mut Optimizer, step: u64, masked: &mut bool) -> Result<()> {
-    let Some(freeze) = &cfg.freeze else { return Ok(()) };
-    let warm_up = step < freeze.steps.get();
-    if warm_up && !*masked {
-        super::setup::start_freeze(cfg, model, optimizer, freeze)?;
-        *masked = true;
-    } else if !warm_up && *masked {
-        optimizer.clear_masks();
-        *masked = false;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn save_checkpoint(
-    cfg: &TrainConfig,
-    checkpoints: &Checkpoints,
-    model: &CausalLm,
-    optimizer: &Optimizer,
-    sampler: &Sampler,
-    guard: &Guard,
-    counters: &Counters,
-    schedule: &Schedule,
-    elapsed_s: f64,
-) -> Result<PathBuf> {
-    let state = TrainerState {
-        format: STATE_FORMAT,
-        step: counters.step,
-        tokens: counters.tokens,
-        schedule_position: schedule.position(counters.step, counters.tokens),
-        lr: counters.lr,
-        optimizer_steps: counters.optimizer_steps,
-        // Shuffles live in the sampler state; the model draws only adapter dropout masks.
-        rng: super::lora::rng_state(cfg, model),
-        guard: guard.clone(),
-        sampler: serde_json::to_value(sampler.state())?,
-        config: serde_json::to_value(cfg)?,
-        elapsed_s,
-    };
-    checkpoints.save(&state, optimizer, |dir| super::lora::save_model(cfg, model, dir))
-}
-
-fn resolve_resume(resume: &Resume, checkpoints: &Checkpoints) -> Result<Option<PathBuf>> {
-    match resume {
-        Resume::Fresh => {
-            if let Some(latest) = checkpoints.latest()? {
-                bail!(
-                    "the run directory already has checkpoints (newest: {}); pass --resume to continue it, or choose another run.out_dir",
-                    latest.display()
-                );
-            }
-            Ok(None)
-        }
-        Resume::Latest => match checkpoints.latest()? {
-            Some(dir) => Ok(Some(dir)),
-            None => bail!("--resume: no complete checkpoint under {}", checkpoints.root().display()),
-        },
-        Resume::From(dir) => {
-            if !super::checkpoint::is_complete(dir) {
-                bail!("--resume {}: not a complete checkpoint (no trainer_state)", dir.display());
-            }
-            Ok(Some(dir.clone()))
-        }
-    }
-}
-
-fn select_device(cfg: &TrainConfig) -> Result<Device> {
-    use crate::config::schema::DeviceKind;
-    let name = match cfg.run.device {
-        DeviceKind::Cpu => "cpu",
-        DeviceKind::Cuda => "cuda",
-    };
-    device_info::select(name).context("run.device")
-}
-
-/// Tokenizes the configured sources (reusing cached shards) and opens the sampler.
-fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
-    let data = &cfg.data;
-    let tokenizer_path = data.tokenizer.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let overrides = SpecialOverrides { bos_token: data.bos_token.clone(), eos_token: data.eos_token.clone() };
-    let tokenizer = TextTokenizer::load(&tokenizer_path, &overrides)?;
-    if tokenizer.vocab_size() > model.config().vocab_size {
-        bail!(
-            "the tokenizer {} has {} tokens but the model's vocab_size is {}",
-            tokenizer.path().display(),
-            tokenizer.vocab_size(),
-            model.config().vocab_size
-        );
-    }
-    let cache_dir = data.cache_dir.clone().unwrap_or_else(|| cfg.run.out_dir.join("data"));
-    let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar, force: false };
-    prepare(data, &tokenizer, &opts)?;
-    let prepared = PreparedData::open(&cache_dir, data, Some(tokenizer.hash()))?;
-    Sampler::new(data, prepared, cfg.batch.seq_len, cfg.run.seed)
-}
-
-/// 6N + 12 L H Q T per trained token (PaLM appendix B), N without the input embeddings.
-fn flops_per_token(model: &CausalLm, seq_len: usize) -> f64 {
-    let c = model.config();
-    let embed = (c.vocab_size * c.hidden_size) as f64;
-    let tied_head = if c.tie_word_embeddings { embed } else { 0.0 };
-    let n = model.num_parameters() as f64 - embed + tied_head;
-    6.0 * n + 12.0 * (c.num_hidden_layers * c.num_attention_heads * c.head_dim * seq_len) as f64
-}
-
-fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: DType) {
-    let device_line = device_info::describe(device).unwrap_or_else(|e| format!("{device:?} ({e})"));
-    eprintln!(
-        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, {}, kernels {}; {} steps x {} tokens -> {}",
-        cfg.model.path.display(),
-        model.num_parameters() as f64 / 1e6,
-        device_line,
-        dtype,
-        super::lora::describe(model, dtype),
-        model.kernels().describe(),
-        cfg.total_steps(),
-        cfg.tokens_per_step(),
-        cfg.run.out_dir.display()
-    );
 }

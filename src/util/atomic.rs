@@ -43,25 +43,59 @@ fn parent_of(path: &Path) -> PathBuf {
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync
 /// parent. Missing parent directories are created.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = parent_of(path);
-    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!("{name}{TMP_MARKER}{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        file.sync_all().with_context(|| format!("fsync of {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        fsync_dir(&parent)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let file = AtomicFile::create(path)?;
+    file.file().write_all(bytes).with_context(|| format!("writing {}", file.tmp.display()))?;
+    file.commit()?;
+    Ok(())
+}
+
+/// A file written as a stream under a temporary name beside `target`. `commit()` fsyncs it
+/// and renames it into place; dropping it uncommitted removes the temporary file, so a
+/// failed write never leaves a half-written file under the final name.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    file: Option<File>,
+    committed: bool,
+}
+
+impl AtomicFile {
+    pub fn create(target: &Path) -> Result<Self> {
+        let parent = parent_of(target);
+        fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} has no file name", target.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = parent.join(format!("{name}{TMP_MARKER}{}", std::process::id()));
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Self { tmp, target: target.to_path_buf(), file: Some(file), committed: false })
     }
-    result
+
+    /// The open temporary file (clone the handle to wrap it in a writer).
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("open until committed")
+    }
+
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let file = self.file.take().expect("open until committed");
+        file.sync_all().with_context(|| format!("fsync of {}", self.tmp.display()))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.target)
+            .with_context(|| format!("renaming {} to {}", self.tmp.display(), self.target.display()))?;
+        self.committed = true;
+        fsync_dir(&parent_of(&self.target))?;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A directory under construction. Fill `path()`, then `commit()`; dropping it uncommitted

@@ -1,6 +1,7 @@
 //! Small shared helpers: atomic file and directory writes, progress bars, a seeded random
-//! stream, stop signals.
+//! stream, stop signals, process CPU time.
 pub mod atomic;
+pub mod cpu_time;
 pub mod progress;
 pub mod rng;
 pub mod signals;

@@ -46,6 +46,11 @@ pub fn lora_tensor_name(site: Site, b: bool) -> String {
     format!("{}.lora_{}.weight", site.path(), if b { "B" } else { "A" })
 }
 
+/// Whether a trainable tensor is an adapter's A or B (not a weight of the base model).
+pub fn is_adapter_tensor(name: &str) -> bool {
+    lora_tensor_site(name).is_some()
+}
+
 /// `model.layers.3.self_attn.q_proj.lora_A.weight` -> (site, is B).
 fn lora_tensor_site(name: &str) -> Option<(Site, bool)> {
     let (module, b) = if let Some(m) = name.strip_suffix(".lora_A.weight") {
