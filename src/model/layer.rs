@@ -14,6 +14,7 @@ use super::lora::LinearKind;
 use super::ops;
 use crate::kernels::dispatch::{self, AttentionMask, Rope};
 use crate::kernels::frozen_linear::frozen_linear;
+use crate::kernels::lora_linear::{lora_linear, Adapter};
 use crate::kernels::KernelMode;
 
 /// A linear projection: `x W^T (+ b)`, plus the low-rank term of its LoRA adapter if any.
@@ -30,11 +31,15 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| b.to_dtype(ctx.dtype)).transpose()?;
         let w = self.weight.to_dtype(ctx.dtype)?;
-        // A frozen weight (not a variable, nor cast from one) gets no gradient at all.
-        let y = if w.track_op() { ops::linear(x, &w, b.as_ref())? } else { frozen_linear(x, &w, b.as_ref())? };
         match &self.lora {
-            Some(lora) => y + lora.delta(x, ctx.dtype, ctx.dropout.as_ref())?,
-            None => Ok(y),
+            // A frozen weight (not a variable, nor cast from one) gets no gradient at all.
+            None if w.track_op() => ops::linear(x, &w, b.as_ref()),
+            None => frozen_linear(x, &w, b.as_ref()),
+            Some(lora) => {
+                let (a, b_lora) = (lora.a.as_tensor().to_dtype(ctx.dtype)?, lora.b.as_tensor().to_dtype(ctx.dtype)?);
+                let dropout = ctx.dropout.map(|d| (d, lora.site.key()));
+                lora_linear(x, &w, b.as_ref(), Adapter { a: &a, b: &b_lora, scaling: lora.scaling, dropout })
+            }
         }
     }
 

@@ -1,10 +1,9 @@
 //! One adapter: y = W x + scaling · B (A dropout(x)), A `[r, in]`, B `[out, r]` (PEFT's
-//! `lora_A` / `lora_B`), both f32 master `Var`s cast to the compute dtype per use.
+//! `lora_A` / `lora_B`), both f32 master `Var`s cast to the compute dtype per use. The
+//! forward is `kernels::lora_linear`.
 use candle_core::{DType, Device, Result, Tensor, Var};
 
-use super::dropout::DropoutDraw;
 use super::targets::Site;
-use crate::model::ops;
 use crate::util::rng::SplitMix64;
 
 #[derive(Clone)]
@@ -28,17 +27,6 @@ impl LoraLinear {
 
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
-    }
-
-    /// scaling · B (A dropout(x)) for x `[.., in]` in the compute dtype `dtype`.
-    pub fn delta(&self, x: &Tensor, dtype: DType, dropout: Option<&DropoutDraw>) -> Result<Tensor> {
-        let x = match dropout {
-            Some(d) => d.apply(x, self.site.key())?,
-            None => x.clone(),
-        };
-        let a = self.a.as_tensor().to_dtype(dtype)?;
-        let b = self.b.as_tensor().to_dtype(dtype)?;
-        ops::linear(&ops::linear(&x, &a, None)?, &b, None)?.affine(self.scaling, 0.0)
     }
 
     /// scaling · B A in f32 (`[out, in]`): what merging adds to the base weight (PEFT's
