@@ -9,9 +9,13 @@
 #        PRESET=small-100m STEPS=5 WARMUP=2 THREADS=$(nproc) MB=2 SEQ=256
 #        RANK=16 ALPHA=32 DROPOUT=0.05 (LoRA on all linear layers)  VOCAB=32000
 #
-# Prints a markdown table. Peak memory is the whole process's peak resident set
-# (`/usr/bin/time -f %M`): model, gradients, optimiser state, activations and the
-# framework's own libraries alike.
+# Prints a markdown table. Peak memory is the process's peak resident set: model, gradients,
+# optimiser state, activations and the framework's own libraries alike. For PyTorch it is
+# `/usr/bin/time -f %M`. cpt restarts the kernel's high-water mark at every step record (each
+# record's peak_mem_bytes is its own window's), which also restarts what `time` reports, so
+# for cpt the peak is the largest of the step records' peaks and `time`'s (the time after
+# the last record); loading the model before the first step holds at most two copies of
+# the weights, less than a step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,6 +100,7 @@ echo "load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d'
 "$PYTHON" - "${ROWS[@]}" <<'PY'
 import json, sys
 rows = [(r.split("|")[0], json.loads(r.split("|")[1]), int(r.split("|")[2])) for r in sys.argv[1:]]
+rows = [(name, s, max(rss, s.get("peak_mem_bytes") or 0)) for name, s, rss in rows]
 by = {name: (s, rss) for name, s, rss in rows}
 print("| run | ms/step mean (median) | tokens/s | peak RSS GiB | step time / same tool's full run | peak RSS / same tool's full run |")
 print("|---|---|---|---|---|---|")
