@@ -24,6 +24,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Score a checkpoint on multiple-choice benchmarks or perplexity sets.
     Eval(cli::eval::EvalArgs),
+    /// Generate text with a model: one prompt streamed, or a JSONL file of prompts.
+    Generate(cli::generate::GenerateArgs),
     /// Per-document loss / perplexity under a model, for curricula and data selection.
     Score(cli::score::ScoreArgs),
     /// Turn a metrics JSONL file into PNG/SVG charts.
@@ -51,6 +53,7 @@ fn main() {
         Command::Data(c) => cli::data::run(c),
         Command::Train(a) => cli::train::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Generate(a) => cli::generate::run(a),
         Command::Score(a) => cli::score::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Vocab(c) => cli::vocab::run(c),

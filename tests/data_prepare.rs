@@ -261,7 +261,7 @@ fn manifest_reuses_rebuilds_and_refuses() {
     write_jsonl(&f, &docs("m", 20, 100));
     let tok_a = load_tokenizer(&byte_tokenizer(&root.join("tok_a"), 0));
     let tok_b = load_tokenizer(&byte_tokenizer(&root.join("tok_b"), 10));
-    assert_ne!(tok_a.hash(), tok_b.hash());
+    assert_ne!(tok_a.content_hash(), tok_b.content_hash());
     let cache = root.join("cache");
     let cfg = single(root, &format!("{{name: m, paths: {}}}", p(&f)), "");
     assert_eq!(prepare(&cfg, &tok_a, &opts(&cache)).unwrap().sources[0].decision, Decision::Build);
@@ -279,7 +279,7 @@ fn manifest_reuses_rebuilds_and_refuses() {
     assert!(matches!(prepare(&cfg_bos, &tok_a, &opts(&cache)).unwrap().sources[0].decision, Decision::Rebuild(_)));
     prepare(&cfg, &tok_a, &opts(&cache)).unwrap();
     // Another tokenizer: training refuses the stale shards; prepare rebuilds or refuses.
-    let err = PreparedData::open(&cache, &cfg, Some(tok_b.hash())).err().unwrap().to_string();
+    let err = PreparedData::open(&cache, &cfg, Some(&tok_b)).err().unwrap().to_string();
     assert!(err.contains("made with tokenizer") && err.contains("cpt prepare"), "{err}");
     let refuse = single(root, &format!("{{name: m, paths: {}}}", p(&f)), "on_tokenizer_change: refuse\n");
     let err = format!("{:#}", prepare(&refuse, &tok_b, &opts(&cache)).unwrap_err());
@@ -288,7 +288,7 @@ fn manifest_reuses_rebuilds_and_refuses() {
         Decision::Rebuild(why) => assert!(why.contains("tokenizer"), "{why}"),
         other => panic!("{other:?}"),
     }
-    PreparedData::open(&cache, &cfg, Some(tok_b.hash())).unwrap();
+    PreparedData::open(&cache, &cfg, Some(&tok_b)).unwrap();
     // --force rebuilds regardless.
     let forced = PrepareOptions { force: true, ..opts(&cache) };
     assert!(matches!(prepare(&cfg, &tok_b, &forced).unwrap().sources[0].decision, Decision::Rebuild(_)));
@@ -318,10 +318,10 @@ fn bad_inputs_get_clear_errors() {
     write_parquet(&root.join("ok.parquet"), &[("x", None)]);
     let err = err_of(format!("sources:\n  - {{name: a, paths: {}, text_field: content}}\n", p(&root.join("ok.parquet"))));
     assert!(err.contains("no column `content`") && err.contains("columns: text, topic, extra"), "{err}");
-    let err = format!("{:#}", cpt::data::TextTokenizer::load(&root.join("nowhere"), &Default::default()).err().unwrap());
+    let err = format!("{:#}", cpt::tokenizer::Tokenizer::load(&root.join("nowhere"), &Default::default()).err().unwrap());
     assert!(err.contains("nowhere") && err.contains("tokenizer.json"), "{err}");
     std::fs::write(root.join("garbage.json"), "{").unwrap();
-    let err = format!("{:#}", cpt::data::TextTokenizer::load(&root.join("garbage.json"), &Default::default()).err().unwrap());
+    let err = format!("{:#}", cpt::tokenizer::Tokenizer::load(&root.join("garbage.json"), &Default::default()).err().unwrap());
     assert!(err.contains("garbage.json"), "{err}");
 
     // Damaged shards are refused when opened, naming the file.
@@ -340,4 +340,57 @@ fn bad_inputs_get_clear_errors() {
         other => panic!("{other:?}"),
     }
     PreparedData::open(&cache, &cfg, None).unwrap();
+}
+
+#[test]
+fn old_manifests_and_other_special_tokens_rebuild_and_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let f = root.join("s.jsonl");
+    write_jsonl(&f, &docs("s", 5, 60));
+    let tok = load_tokenizer(&byte_tokenizer(&root.join("tok"), 0));
+    let cache = root.join("cache");
+    let cfg = single(root, &format!("{{name: s, paths: {}}}", p(&f)), "");
+    prepare(&cfg, &tok, &opts(&cache)).unwrap();
+
+    // A manifest as cpt wrote it before special tokens had their own record (format 1):
+    // the BOS/EOS ids sat in `settings`, chosen by the old rule.
+    let path = cache.join("s/manifest.json");
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    old["version"] = 1.into();
+    old.as_object_mut().unwrap().remove("special_tokens");
+    old["settings"]["bos_id"] = serde_json::Value::Null;
+    old["settings"]["eos_id"] = EOS.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&old).unwrap()).unwrap();
+    let err = format!("{:#}", PreparedData::open(&cache, &cfg, Some(&tok)).err().unwrap());
+    assert!(err.contains("manifest version 1") && err.contains("cpt prepare"), "{err}");
+    let report = prepare(&cfg, &tok, &opts(&cache)).unwrap();
+    match &report.sources[0].decision {
+        Decision::Rebuild(why) => {
+            assert!(why.contains("older cpt") && why.contains("manifest version 1"), "{why}");
+            assert!(why.contains("EOS 257") && why.contains("rule 2"), "{why}");
+        }
+        other => panic!("an old-format manifest must be rebuilt, got {other:?}"),
+    }
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!((written["version"].as_u64(), written["special_tokens"]["rule"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(written["special_tokens"]["eos"]["id"].as_u64(), Some(EOS as u64));
+    assert_eq!(prepare(&cfg, &tok, &opts(&cache)).unwrap().sources[0].decision, Decision::Reuse);
+
+    // The same tokenizer file with another EOS: rebuilt (or refused), never reused.
+    let other_eos = single(root, &format!("{{name: s, paths: {}}}", p(&f)), "eos_token: \"<s>\"\n");
+    let tok_other = other_eos.open_tokenizer(&root.join("tok")).unwrap();
+    assert_eq!(tok_other.eos_id(), Some(BOS));
+    let err = format!("{:#}", PreparedData::open(&cache, &other_eos, Some(&tok_other)).err().unwrap());
+    assert!(err.contains("other special tokens") && err.contains("EOS 257"), "{err}");
+    let refuse = single(root, &format!("{{name: s, paths: {}}}", p(&f)), "eos_token: \"<s>\"\non_tokenizer_change: refuse\n");
+    let err = format!("{:#}", prepare(&refuse, &tok_other, &opts(&cache)).unwrap_err());
+    assert!(err.contains("other special tokens") && err.contains("on_tokenizer_change"), "{err}");
+    match &prepare(&other_eos, &tok_other, &opts(&cache)).unwrap().sources[0].decision {
+        Decision::Rebuild(why) => {
+            assert!(why.contains("special tokens changed") && why.contains("EOS 257 `</s>`") && why.contains("256 `<s>` (from data.eos_token)"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(all_docs(&cache, "s")[0].last().copied(), Some(BOS));
 }

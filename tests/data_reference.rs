@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use cpt::data::prepare::{prepare, PrepareOptions};
 use cpt::data::shards::ShardReader;
-use cpt::data::tokenize::{SpecialOverrides, TextTokenizer};
+use cpt::tokenizer::Tokenizer;
 use data_common::*;
 
 #[test]
@@ -25,8 +25,7 @@ fn shards_hold_the_ids_hf_tokenizers_gives() {
         p(&fixtures.join("tokenizer.json")),
         p(&corpus)
     ));
-    let overrides = SpecialOverrides { bos_token: None, eos_token: cfg.eos_token.clone() };
-    let tok = TextTokenizer::load(cfg.tokenizer.as_ref().unwrap(), &overrides).unwrap();
+    let tok = Tokenizer::load(cfg.tokenizer.as_ref().unwrap(), &cfg.special_overrides()).unwrap();
     assert_eq!(tok.eos_id(), Some(expected["eos_id"].as_u64().unwrap() as u32));
     prepare(&cfg, &tok, &PrepareOptions { cache_dir: tmp.path().join("cache"), progress: false, force: false }).unwrap();
     let shard = ShardReader::open(&tmp.path().join("cache/ref")).unwrap();

@@ -10,7 +10,8 @@ use cpt::config::parse_config;
 use cpt::kernels::recompute::GradSink;
 use cpt::kernels::KernelSettings;
 use cpt::model::lora::{peft, LoraConfig, LoraSettings, LoraSetup, TargetModules};
-use cpt::model::{CausalLm, ModelConfig};
+use cpt::model::kv_cache::step_inputs;
+use cpt::model::{CausalLm, KvCache, ModelConfig};
 use cpt::train::optim::{Algorithm, Grads, Optimizer, OptimizerSettings};
 
 fn fixtures() -> PathBuf {
@@ -255,6 +256,32 @@ fn cpt_lora_merge_writes_a_model_with_the_adapters_logits() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && stderr.contains("no/such/adapter"), "{stderr}");
     assert!(!out.path().join("x").exists(), "nothing is written on failure");
+}
+
+/// Generation (the key/value-cached forward) runs the adapters as the full forward does,
+/// whose logits are checked against PEFT's.
+#[test]
+fn cached_generation_steps_apply_the_adapter() {
+    for (case, base) in [("llama_tied_all_linear", "llama_gqa_tied"), ("qwen2_bias_rslora", "qwen2_bias"), ("mistral_tied_ensure", "mistral_tied")] {
+        let adapter = fixtures().join("lora").join(case).join("adapter");
+        let model = CausalLm::from_pretrained_with_adapter(&base_dir(base), Some(&adapter), &Device::Cpu, DType::F32).unwrap();
+        let plain = CausalLm::from_pretrained(&base_dir(base), &Device::Cpu, DType::F32).unwrap();
+        let (ids, _) = window(base);
+        let tokens = ids.get(0).unwrap().narrow(0, 0, 8).unwrap().unsqueeze(0).unwrap();
+        let full = model.forward_no_grad(&tokens, None).unwrap();
+        let mut cache = KvCache::new(model.config().num_hidden_layers, 8);
+        let mut start = 0;
+        for len in [4, 1, 1, 1, 1] {
+            let (pos, mask) = step_inputs(&[0], start, len, &Device::Cpu).unwrap();
+            let logits = model.forward_cached(&tokens.narrow(1, start, len).unwrap(), &pos, &mask, &mut cache).unwrap();
+            let want = full.get(0).unwrap().get(start + len - 1).unwrap().unsqueeze(0).unwrap();
+            let diff = max_abs_diff(&logits, &want);
+            assert!(diff < 1e-5, "{case}: after {} tokens, cached logits differ by {diff}", start + len);
+            start += len;
+        }
+        let moved = max_abs_diff(&full, &plain.forward_no_grad(&tokens, None).unwrap());
+        assert!(moved > 1e-1, "{case}: the adapter moves the logits by {moved} only");
+    }
 }
 
 fn peft_available() -> bool {

@@ -1,7 +1,9 @@
 //! Metrics JSONL, TensorBoard event files (read back by our reader and, where installed, by
 //! TensorBoard itself) and `cpt plot` charts.
 use cpt::train::metrics::{read_metrics, LossPpl, MetricsWriter, StepRecord, ValRecord};
-use cpt::train::plot::{curves_from_records, plot_metrics, smooth, PlotFormat};
+use cpt::chart::line::{distinct_look, DISTINCT_LOOKS};
+use cpt::chart::trend::local_linear;
+use cpt::train::plot::{curves_from_records, plot_metrics, stage_boundaries, trend_half_width, PlotFormat};
 use cpt::train::tensorboard::{read_events, TensorBoardWriter};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -128,9 +130,82 @@ fn curves_and_smoothing() {
     assert_eq!(curves.val[0].1.len(), 4);
     assert_eq!(curves.peak_mem_gib.len(), 100);
     assert!((curves.peak_mem_gib[0].1 - (1.0 + 1.0 / 1024.0)).abs() < 1e-12, "bytes become GiB");
-    let s = smooth(&[(0.0, 4.0), (1.0, 2.0)], 0.5);
-    assert_eq!(s[0].1, 4.0, "debiased: the first point is itself");
-    assert!((s[1].1 - (0.25 * 4.0 + 0.5 * 2.0) / 0.75).abs() < 1e-12);
+    assert_eq!(curves.tokens.len(), 100, "the skipped step still counts its tokens");
+
+    // The trend has no lag: a loss that drops at step 500 (logged every 10 steps, the
+    // README run's interval) is crossed half-way between the last high and the first low
+    // point; an exponential moving average of weight 0.9 would still be above the midpoint
+    // ~70 steps later.
+    let step: Vec<(f64, f64)> = (1..=100).map(|i| (10.0 * i as f64, if i <= 50 { 5.0 } else { 4.0 })).collect();
+    let trend = local_linear(&step, trend_half_width(&step));
+    assert!(trend[49].1 > 4.5 && trend[50].1 < 4.5, "{:?}", &trend[47..53]);
+    // ... and ends where the run is: on a steadily falling loss, at the last point itself.
+    let falling: Vec<(f64, f64)> = (1..=49).map(|i| (10.0 * i as f64, 7.5 - 0.006 * 10.0 * i as f64)).collect();
+    let trend = local_linear(&falling, trend_half_width(&falling));
+    let (last, last_trend) = (falling.last().unwrap(), trend.last().unwrap());
+    assert_eq!(last.0, last_trend.0);
+    assert!((last.1 - last_trend.1).abs() < 1e-9, "{last:?} vs {last_trend:?}");
+}
+
+#[test]
+fn every_series_of_a_chart_looks_different() {
+    for n in 1..=DISTINCT_LOOKS {
+        let looks: Vec<_> = (0..n).map(distinct_look).collect();
+        for a in 0..n {
+            for b in 0..a {
+                let (x, y) = (looks[a], looks[b]);
+                assert!(x.color != y.color || x.dash != y.dash, "series {a} and {b} of {n} look alike");
+            }
+        }
+    }
+    // The README run's 12 sources: en_books (0) and zh_books (8) are no longer the same blue.
+    assert_ne!(distinct_look(0).color, distinct_look(8).color);
+    assert_ne!(distinct_look(0).dash, distinct_look(10).dash, "the 11th series reuses blue, dashed");
+}
+
+/// The `x` of the SVG text element holding exactly `text`.
+fn svg_text_x(svg: &str, text: &str) -> Option<f64> {
+    let end = svg.find(&format!(">\n{text}\n</text>"))?;
+    let start = svg[..end].rfind("<text")?;
+    let x = svg[start..end].split("x=\"").nth(1)?.split('"').next()?;
+    x.parse().ok()
+}
+
+#[test]
+fn stage_boundaries_are_marked_and_the_legend_sits_beside_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.jsonl");
+    write_run(&metrics, 200);
+    // The run's resolved config, as `cpt train` leaves it beside the metrics: 4096 tokens a
+    // step, stages of 300k and 250k tokens.
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "model: {path: m}\ndata:\n  sources: [{name: zh_web, paths: x.jsonl}]\n  stages:\n    - {name: first, tokens: 300k, weights: {zh_web: 1}}\n    - {name: second, tokens: 250k, weights: {zh_web: 1}}\n    - {name: third, weights: {zh_web: 1}}\ntrain: {max_steps: 200}\n",
+    )
+    .unwrap();
+    let curves = curves_from_records(&read_metrics(&metrics).unwrap());
+    let marks = stage_boundaries(&metrics, &curves.tokens);
+    let at: Vec<(f64, &str)> = marks.iter().map(|m| (m.x, m.label.as_str())).collect();
+    assert_eq!(at.len(), 2);
+    assert!((at[0].0 - 300_000.0 / 4096.0).abs() < 1e-9 && at[0].1 == "stage 2: second", "{at:?}");
+    assert!((at[1].0 - 550_000.0 / 4096.0).abs() < 1e-9 && at[1].1 == "stage 3: third", "{at:?}");
+
+    let files = plot_metrics(&metrics, &dir.path().join("svg"), PlotFormat::Svg).unwrap();
+    for f in &files {
+        let svg = std::fs::read_to_string(f).unwrap();
+        assert!(svg.contains("stage 2: second") && svg.contains("stage boundary"), "{}: no stage marks", f.display());
+    }
+    let svg = std::fs::read_to_string(&files[1]).unwrap();
+    // The plot (axes, curves) is 900 px wide; the legend's names stand to its right.
+    for name in ["zh_web", "en_replay", "stage boundary"] {
+        let x = svg_text_x(&svg, name).unwrap_or_else(|| panic!("no legend entry {name}"));
+        assert!(x > 900.0, "{name} at x = {x}");
+    }
+    let loss = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(loss.contains("trend, no lag (local linear"), "the legend says which smoothing");
+    // Without a config beside the metrics, the charts simply have no marks.
+    std::fs::remove_file(dir.path().join("config.yaml")).unwrap();
+    assert!(stage_boundaries(&metrics, &curves.tokens).is_empty());
 }
 
 #[test]

@@ -238,3 +238,43 @@ fn the_done_marker_helper_marks_a_run_finished() {
     let e = format!("{:#}", is_finished(dir.path()).unwrap_err());
     assert!(e.contains("DONE.json") && e.contains("not valid JSON"), "{e}");
 }
+
+/// With `cpt train` as the trainer, every run's config is read before the first run starts:
+/// a base config without `train:` is one error naming a run and the field, and nothing runs.
+#[test]
+fn invalid_run_configs_refuse_the_sweep_before_any_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let base = "run: {out_dir: out, seed: 1, device: cpu}
+model: {path: no-model-needed}
+data:
+  sources:
+    - {name: zh, paths: zh.jsonl, weight: 0.5}
+    - {name: en, paths: en.jsonl, weight: 0.5}
+optim: {lr: 0.001}
+";
+    std::fs::write(p("base.yaml"), base).unwrap();
+    std::fs::write(p("grid.yaml"), "axes:\n  lr:\n    optim.lr: [1.0e-4, 1.0e-3]\n").unwrap();
+    let sweep = |base: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cpt"))
+            .args(["sweep", "--config", base, "--grid", "grid.yaml", "--out", "sweep"])
+            .current_dir(dir.path())
+            .env_remove("CPT_SWEEP_TRAINER")
+            .output()
+            .unwrap()
+    };
+    let out = sweep("base.yaml");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("run `lr-0.0001`") && t.contains("sweep-config.yaml") && t.contains("`train`"), "{t}");
+    assert!(t.contains("no run was started"), "{t}");
+    assert!(!p("sweep/sweep_state.json").exists() && !p("sweep/runs/lr-0.0001/train.log").exists(), "nothing ran");
+
+    // With the section present, a value only one grid point gets is named with that run.
+    std::fs::write(p("base2.yaml"), format!("{base}train: {{max_steps: 2}}\n")).unwrap();
+    std::fs::write(p("grid.yaml"), "axes:\n  lr:\n    optim.lr: [1.0e-3, -1.0]\n").unwrap();
+    let out = sweep("base2.yaml");
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("run `lr--1.0`") && t.contains("optim.lr: must be > 0"), "{t}");
+    assert!(!p("sweep/runs/lr-0.001/train.log").exists(), "the valid run did not start either");
+}

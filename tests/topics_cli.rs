@@ -217,8 +217,7 @@ fn labels_prepared_shards_for_topic_mixing() {
     assert_eq!(files_in(&cache), ["web"], "no staging directory left");
 
     // The sampler reads the topics without preparing again and re-weights them.
-    let tok_hash = load_tokenizer(&tok).hash().to_string();
-    let prepared = PreparedData::open(&cache, &cfg, Some(&tok_hash)).unwrap();
+    let prepared = PreparedData::open(&cache, &cfg, Some(&load_tokenizer(&tok))).unwrap();
     let mut sampler = Sampler::new(&cfg, prepared, 64, 1).unwrap();
     assert_eq!(sampler.topic_names(), TOPICS);
     assert_eq!(sampler.topic_weights(0).len(), 3, "one stream per topic");

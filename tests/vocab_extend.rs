@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use cpt::tokenizer::Tokenizer;
 use cpt::vocab::corpus::Document;
 use cpt::vocab::extend::{extend, ExtendOptions, ExtendReport};
 use cpt::vocab::resize::InitMethod;
@@ -328,8 +329,9 @@ fn stats_show_the_gain_per_language() {
         .map(|t| Document { text: t, lang: "zh".into() })
         .chain(paragraphs(&read_fixture("en.txt")).into_iter().map(|t| Document { text: t, lang: "en".into() }))
         .collect();
-    let (before, after) = (load_tokenizer(&src), load_tokenizer(&out));
+    let (before, after) = (Tokenizer::from_dir(&src).unwrap(), Tokenizer::from_dir(&out).unwrap());
     let measured = stats::measure(&[&before, &after], &docs).unwrap();
+    let before = load_tokenizer(&src);
     let by_lang: HashMap<&str, &stats::LanguageStats> = measured.iter().map(|s| (s.lang.as_str(), s)).collect();
     let zh = by_lang["zh"];
     let zh_text: String = docs.iter().filter(|d| d.lang == "zh").map(|d| d.text.as_str()).collect();

@@ -41,7 +41,7 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
     // Prepared shards are reused; anything missing or stale is (re)built first.
     let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: !args.json, force: false };
     prepare(&loaded.data, &tok, &opts)?;
-    let data = PreparedData::open(&cache_dir, &loaded.data, Some(tok.hash()))?;
+    let data = PreparedData::open(&cache_dir, &loaded.data, Some(&tok))?;
     let seq_len = args.seq_len.or(loaded.seq_len).unwrap_or(2048);
     let seed = args.seed.or(loaded.seed).unwrap_or(0);
     let report = inspect(&loaded.data, data, seq_len, seed, args.windows, Some(&tok))?;

@@ -2,6 +2,8 @@
 pub mod data;
 pub mod eval;
 pub mod fit;
+pub mod generate;
+mod generation_args;
 pub mod init;
 pub mod lora;
 pub mod plot;

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 
 use cpt::data::config::{DataConfig, LoadedDataConfig};
 use cpt::data::prepare::{format_report, prepare, PrepareOptions};
-use cpt::data::tokenize::{SpecialOverrides, TextTokenizer};
+use cpt::tokenizer::Tokenizer;
 
 /// Which data, tokenizer and shard cache `prepare` and `data inspect` work on.
 #[derive(clap::Args)]
@@ -24,7 +24,7 @@ pub struct DataInputArgs {
 /// The loaded data config, its tokenizer and the shard cache directory.
 pub struct DataInput {
     pub loaded: LoadedDataConfig,
-    pub tokenizer: TextTokenizer,
+    pub tokenizer: Tokenizer,
     pub cache_dir: PathBuf,
 }
 
@@ -34,8 +34,7 @@ impl DataInputArgs {
         let path = self.tokenizer.clone().or_else(|| loaded.tokenizer_path().map(PathBuf::from)).with_context(|| {
             format!("{}: no tokenizer: set `data.tokenizer` or `model.path`, or pass --tokenizer", self.config.display())
         })?;
-        let overrides = SpecialOverrides { bos_token: loaded.data.bos_token.clone(), eos_token: loaded.data.eos_token.clone() };
-        let tokenizer = TextTokenizer::load(&path, &overrides)?;
+        let tokenizer = Tokenizer::load(&path, &loaded.data.special_overrides())?;
         let cache_dir = self.cache_dir.clone().unwrap_or_else(|| loaded.cache_dir());
         Ok(DataInput { loaded, tokenizer, cache_dir })
     }
@@ -64,6 +63,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", format_report(&report));
+        println!("tokenizer {}: {}", tokenizer.path().display(), tokenizer.special_tokens());
         println!("shards in {}", report.cache_dir.display());
     }
     Ok(())

@@ -46,6 +46,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let sweep = Sweep::prepare(&args.out, &args.config, &args.sets, &args.grid)?;
     let finished = sweep.runs.iter().filter(|r| r.finished).count();
     println!("sweep {}: {} runs ({} finished, {} to run)", args.out.display(), sweep.runs.len(), finished, sweep.runs.len() - finished);
+    let custom_trainer = args.trainer_cmd.clone().or_else(|| std::env::var("CPT_SWEEP_TRAINER").ok());
+    // Another trainer reads its own kind of config; cpt's own is checked before any run.
+    if custom_trainer.is_none() && !args.collect_only {
+        sweep.validate_configs()?;
+    }
     if args.dry_run {
         for r in &sweep.runs {
             let sets: Vec<String> = r.plan.overrides.iter().map(|(k, v)| format!("{k}={}", serde_yaml::to_string(v).unwrap_or_default().trim())).collect();
@@ -55,7 +60,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     let mut failure = None;
     if !args.collect_only {
-        let trainer = match args.trainer_cmd.clone().or_else(|| std::env::var("CPT_SWEEP_TRAINER").ok()) {
+        let trainer = match custom_trainer {
             Some(cmd) => cmd.split_whitespace().map(String::from).collect(),
             None => {
                 let exe = std::env::current_exe().context("finding the cpt binary to run `cpt train`")?;

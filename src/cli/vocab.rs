@@ -1,7 +1,8 @@
 //! `cpt vocab extend` and `cpt vocab stats`.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use cpt::tokenizer::Tokenizer;
 use cpt::vocab::{corpus, extend, resize::InitMethod, stats};
 
 #[derive(clap::Subcommand)]
@@ -102,11 +103,8 @@ fn run_extend(a: ExtendArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_tokenizer(path: &Path) -> Result<(String, tokenizers::Tokenizer)> {
-    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
-    let tokenizer = tokenizers::Tokenizer::from_file(&file)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading tokenizer {}", file.display()))?;
+fn load_tokenizer(path: &Path) -> Result<(String, Tokenizer)> {
+    let tokenizer = Tokenizer::load(path, &Default::default())?;
     // Name it by its directory when given one, else by the file.
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "tokenizer".into());
     Ok((name, tokenizer))
@@ -125,7 +123,7 @@ fn run_stats(a: StatsArgs) -> Result<()> {
     }
     let files = corpus::expand_paths(&a.corpus)?;
     let docs = corpus::read_documents(&files)?;
-    let refs: Vec<&tokenizers::Tokenizer> = tokenizers.iter().collect();
+    let refs: Vec<&Tokenizer> = tokenizers.iter().collect();
     let measured = stats::measure(&refs, &docs)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"tokenizers": names, "languages": measured}))?);

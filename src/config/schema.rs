@@ -328,12 +328,36 @@ pub struct EvalConfig {
     pub batch_tokens: usize,
     /// Task specs, typed by the evaluation module (`eval::training::parse_tasks`).
     pub tasks: Vec<serde_yaml::Value>,
+    /// Text generated from fixed prompts during training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generate: Option<SamplesConfig>,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { every_steps: None, batch_tokens: 4096, tasks: Vec::new() }
+        Self { every_steps: None, batch_tokens: 4096, tasks: Vec::new(), generate: None }
     }
+}
+
+/// `eval.generate`: what the model writes after each prompt, every `every_steps` steps (and
+/// at the end), logged to the metrics JSONL and to TensorBoard as text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplesConfig {
+    pub prompts: Vec<String>,
+    pub every_steps: Count,
+    #[serde(default = "default_sample_tokens")]
+    pub max_new_tokens: usize,
+    /// 0: greedy decoding.
+    #[serde(default)]
+    pub temperature: f32,
+    /// Seed of the sampling streams (with a temperature).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_sample_tokens() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,6 +104,12 @@ impl TrainConfig {
         check(self.validation.every_steps.is_none_or(|n| n.0 > 0), "validation.every_steps", "must be > 0");
         check(self.validation.max_windows >= 1, "validation.max_windows", "must be >= 1");
         check(self.eval.every_steps.is_none_or(|n| n.0 > 0), "eval.every_steps", "must be > 0");
+        if let Some(g) = &self.eval.generate {
+            check(!g.prompts.is_empty(), "eval.generate.prompts", "give at least one prompt");
+            check(g.every_steps.0 > 0, "eval.generate.every_steps", "must be > 0");
+            check(g.max_new_tokens >= 1, "eval.generate.max_new_tokens", "must be >= 1");
+            check(g.temperature >= 0.0 && g.temperature.is_finite(), "eval.generate.temperature", "must be >= 0 (0: greedy)");
+        }
 
         if let Some(lora) = &self.lora {
             for problem in lora.problems() {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::tokenizer::{SpecialOverrides, Tokenizer};
+
 /// The `data:` section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -26,11 +28,14 @@ pub struct DataConfig {
     /// Append EOS after every document.
     #[serde(default = "default_true")]
     pub add_eos: bool,
-    /// Override the BOS/EOS token strings found in the tokenizer's config files.
+    /// Override the BOS/EOS/PAD token strings found in the tokenizer's config files
+    /// (`crate::tokenizer::special` has the order).
     #[serde(default)]
     pub bos_token: Option<String>,
     #[serde(default)]
     pub eos_token: Option<String>,
+    #[serde(default)]
+    pub pad_token: Option<String>,
     /// Drop exact-duplicate documents within a source.
     #[serde(default = "default_true")]
     pub dedup: bool,
@@ -71,6 +76,7 @@ impl Default for DataConfig {
             add_eos: true,
             bos_token: None,
             eos_token: None,
+            pad_token: None,
             dedup: true,
             on_malformed: MalformedPolicy::default(),
             on_tokenizer_change: TokenizerChangePolicy::default(),
@@ -475,6 +481,17 @@ impl LoadedDataConfig {
 }
 
 impl DataConfig {
+    /// `data.bos_token`, `data.eos_token` and `data.pad_token`.
+    pub fn special_overrides(&self) -> SpecialOverrides {
+        SpecialOverrides { bos_token: self.bos_token.clone(), eos_token: self.eos_token.clone(), pad_token: self.pad_token.clone() }
+    }
+
+    /// The tokenizer this section names: `data.tokenizer`, else `model_path` (a model
+    /// directory or `tokenizer.json`), with the section's special-token overrides.
+    pub fn open_tokenizer(&self, model_path: &Path) -> Result<Tokenizer> {
+        Tokenizer::load(self.tokenizer.as_deref().unwrap_or(model_path), &self.special_overrides())
+    }
+
     /// Reads a training YAML (its `data:` section) or a standalone data YAML.
     pub fn load(path: &Path) -> Result<LoadedDataConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{DataConfig, RepeatPolicy};
 use super::prepare::PreparedData;
 use super::sampler::{apportion, simulate_blend, Sampler};
-use super::tokenize::TextTokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// Blending is simulated window by window up to this many (windows x sources) steps;
 /// beyond it only the apportioned plan is shown.
@@ -89,7 +89,7 @@ pub fn inspect(
     seq_len: usize,
     seed: u64,
     preview_windows: usize,
-    tokenizer: Option<&TextTokenizer>,
+    tokenizer: Option<&Tokenizer>,
 ) -> Result<InspectReport> {
     // Inspect shows repeat problems instead of stopping on them.
     let mut relaxed = config.clone();

@@ -3,7 +3,6 @@
 //!
 //! - `config`: the `data:` YAML section.
 //! - `source`: JSONL / text / Parquet readers (gzip, zstd), globs and directories.
-//! - `tokenize`: the tokenizer as the pipeline uses it (BOS/EOS, content hash).
 //! - `shards`, `manifest`, `prepare`: token shards, their manifest, and `cpt prepare`.
 //! - `sampler`, `curriculum`, `mixing`: windows from shards: stages, blending, shuffling
 //!   (seeded streams of `util::rng`), packing, perplexity curriculum, topic re-weighting,
@@ -18,9 +17,7 @@ pub mod prepare;
 pub mod sampler;
 pub mod shards;
 pub mod source;
-pub mod tokenize;
 
 pub use config::DataConfig;
 pub use prepare::{prepare, PrepareOptions, PrepareReport, PreparedData};
 pub use sampler::{RestoreReport, Sampler, SamplerState, Window};
-pub use tokenize::TextTokenizer;

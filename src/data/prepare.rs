@@ -11,10 +11,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::{DataConfig, MalformedPolicy, SourceConfig};
-use super::manifest::{source_dir, Decision, InputIdentity, SourceManifest, TokenSettings};
+use super::manifest::{source_dir, Decision, InputIdentity, ShardSpecialTokens, SourceManifest, StoredManifest, TokenSettings};
 use super::shards::{DocLabels, ShardReader, ShardWriter, SourceSummary, TokenWidth};
 use super::source::{read_file, resolve_files, Malformed, RawDoc, Record};
-use super::tokenize::TextTokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// How many malformed-record examples a summary keeps.
 const MAX_EXAMPLES: usize = 5;
@@ -48,7 +48,7 @@ pub struct PrepareReport {
 }
 
 /// Prepares every source of `config` (reusing those whose manifest still matches).
-pub fn prepare(config: &DataConfig, tokenizer: &TextTokenizer, opts: &PrepareOptions) -> Result<PrepareReport> {
+pub fn prepare(config: &DataConfig, tokenizer: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareReport> {
     if config.add_eos && tokenizer.eos_id().is_none() {
         bail!("data.add_eos: tokenizer {} names no EOS token; set `data.eos_token`", tokenizer.path().display());
     }
@@ -62,38 +62,36 @@ pub fn prepare(config: &DataConfig, tokenizer: &TextTokenizer, opts: &PrepareOpt
             .with_context(|| format!("preparing source `{}` (data.sources[{i}])", source.name))?;
         reports.push(report);
     }
-    Ok(PrepareReport { cache_dir: opts.cache_dir.clone(), tokenizer_hash: tokenizer.hash().to_string(), sources: reports })
+    Ok(PrepareReport { cache_dir: opts.cache_dir.clone(), tokenizer_hash: tokenizer.content_hash().to_string(), sources: reports })
 }
 
 /// The manifest `config`'s source `index` should have with this tokenizer.
-pub fn wanted_manifest(config: &DataConfig, index: usize, tokenizer: &TextTokenizer) -> Result<(SourceManifest, Vec<PathBuf>)> {
+pub fn wanted_manifest(config: &DataConfig, index: usize, tokenizer: &Tokenizer) -> Result<(SourceManifest, Vec<PathBuf>)> {
     let source = &config.sources[index];
     let files = resolve_files(source, &format!("data.sources[{index}]"))?;
     let inputs = files.iter().map(|f| InputIdentity::of(f)).collect::<Result<Vec<_>>>()?;
-    let settings = TokenSettings::new(
-        source,
-        config.add_bos,
-        config.add_eos,
-        tokenizer.bos_id().filter(|_| config.add_bos),
-        tokenizer.eos_id().filter(|_| config.add_eos),
-        config.dedup,
-    );
+    let settings = TokenSettings::new(source, config.add_bos, config.add_eos, config.dedup);
     let manifest = SourceManifest {
         version: super::manifest::MANIFEST_VERSION,
         source: source.name.clone(),
-        tokenizer_hash: tokenizer.hash().to_string(),
+        tokenizer_hash: tokenizer.content_hash().to_string(),
         tokenizer_path: tokenizer.path().display().to_string(),
+        special_tokens: ShardSpecialTokens::new(tokenizer, config.add_bos, config.add_eos),
         settings,
         inputs,
     };
     Ok((manifest, files))
 }
 
-fn prepare_source(config: &DataConfig, index: usize, source: &SourceConfig, tokenizer: &TextTokenizer, opts: &PrepareOptions) -> Result<SourceReport> {
+fn prepare_source(config: &DataConfig, index: usize, source: &SourceConfig, tokenizer: &Tokenizer, opts: &PrepareOptions) -> Result<SourceReport> {
     let dir = source_dir(&opts.cache_dir, &source.name);
     let (wanted, files) = wanted_manifest(config, index, tokenizer)?;
     let existing = SourceManifest::read(&dir)?;
     let mut decision = SourceManifest::decide(existing.as_ref(), &wanted, config.on_tokenizer_change, &dir)?;
+    if let Decision::Rebuild(why) = &decision {
+        // Said before the work starts (training prints no prepare report).
+        eprintln!("data.sources[{index}] `{}`: rebuilding the shards in {}: {why}", source.name, dir.display());
+    }
     if decision == Decision::Reuse {
         match ShardReader::open(&dir) {
             Ok(reader) if !opts.force => {
@@ -139,7 +137,7 @@ fn build_shards(
     config: &DataConfig,
     source: &SourceConfig,
     files: &[PathBuf],
-    tokenizer: &TextTokenizer,
+    tokenizer: &Tokenizer,
     out_dir: &Path,
     progress: bool,
 ) -> Result<super::shards::ShardMeta> {
@@ -209,7 +207,7 @@ fn build_shards(
                 .map(|(doc, _)| {
                     let mut ids = Vec::with_capacity(doc.text.len() / 3 + 2);
                     ids.extend(bos);
-                    ids.extend(tokenizer.encode(&doc.text).with_context(|| doc.location.clone())?);
+                    ids.extend(tokenizer.encode(&doc.text, false).with_context(|| doc.location.clone())?);
                     ids.extend(eos);
                     Ok(ids)
                 })
@@ -321,17 +319,22 @@ pub struct PreparedData {
 }
 
 impl PreparedData {
-    /// Opens the cache. With `tokenizer_hash`, shards made with another tokenizer are an
-    /// error naming both.
-    pub fn open(cache_dir: &Path, config: &DataConfig, tokenizer_hash: Option<&str>) -> Result<Self> {
+    /// Opens the cache. With `tokenizer`, shards made with another tokenizer or other special
+    /// tokens are an error naming both.
+    pub fn open(cache_dir: &Path, config: &DataConfig, tokenizer: Option<&Tokenizer>) -> Result<Self> {
         let mut readers = Vec::new();
         let mut hash = String::new();
         for (i, source) in config.sources.iter().enumerate() {
             let dir = source_dir(cache_dir, &source.name);
-            let manifest = SourceManifest::read(&dir)?.ok_or_else(|| {
-                anyhow!("data.sources[{i}] `{}`: not prepared in {} (run `cpt prepare --config ...`)", source.name, cache_dir.display())
-            })?;
-            if let Some(want) = tokenizer_hash {
+            let manifest = match SourceManifest::read(&dir)? {
+                Some(StoredManifest::Current(m)) => m,
+                None => bail!("data.sources[{i}] `{}`: not prepared in {} (run `cpt prepare --config ...`)", source.name, cache_dir.display()),
+                Some(StoredManifest::Outdated(why) | StoredManifest::Unreadable(why)) => {
+                    bail!("data.sources[{i}] `{}`: the shards in {} cannot be used: {why}; run `cpt prepare` again", source.name, dir.display())
+                }
+            };
+            if let Some(tokenizer) = tokenizer {
+                let want = tokenizer.content_hash();
                 if manifest.tokenizer_hash != want {
                     bail!(
                         "data.sources[{i}] `{}`: the shards in {} were made with tokenizer {} (hash {}..), not the model's (hash {}..); run `cpt prepare` again",
@@ -340,6 +343,15 @@ impl PreparedData {
                         manifest.tokenizer_path,
                         &manifest.tokenizer_hash[..manifest.tokenizer_hash.len().min(12)],
                         &want[..want.len().min(12)]
+                    );
+                }
+                let special = ShardSpecialTokens::new(tokenizer, config.add_bos, config.add_eos);
+                if !manifest.special_tokens.same_as(&special) {
+                    bail!(
+                        "data.sources[{i}] `{}`: the shards in {} hold other special tokens than the configured tokenizer gives ({}); run `cpt prepare` again",
+                        source.name,
+                        dir.display(),
+                        special.changes_from(&manifest.special_tokens)
                     );
                 }
             }

@@ -25,7 +25,7 @@ use std::str::FromStr;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::csv::{read_csv_file, Record};
+use crate::util::csv::{read_csv_file, Record};
 use super::pandas_text::render_column;
 
 pub const LETTERS: [&str; 4] = ["A", "B", "C", "D"];

@@ -1,14 +1,15 @@
 //! Evaluation: multiple-choice benchmarks (MMLU, C-Eval, CMMLU) with the official and
-//! lm-evaluation-harness prompts, perplexity / bits per byte, per-document scores for
-//! curricula, and MindLLM's data-entropy selection.
+//! lm-evaluation-harness prompts, generative benchmarks (GSM8K, MATH, HumanEval, MBPP in
+//! `generative`, generated code run by `sandbox`), perplexity / bits per byte,
+//! per-document scores for curricula, and MindLLM's data-entropy selection.
 //!
 //! Everything scores through one small trait, `loglik::LogitsModel` (a batched forward
 //! that answers "log p(token | prefix)" queries); `model_adapter` implements it for
 //! `crate::model::CausalLm`.
 pub mod benchmarks;
-pub mod csv;
 pub mod documents;
 pub mod entropy;
+pub mod generative;
 pub mod loglik;
 pub mod metrics;
 pub mod model_adapter;
@@ -17,6 +18,7 @@ pub mod pandas_text;
 pub mod perplexity;
 pub mod report;
 pub mod requests;
+pub mod sandbox;
 pub mod score;
 pub mod subjects;
 pub mod templates;

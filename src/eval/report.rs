@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::generative::{GenResult, GenRun};
 use super::metrics::QuestionResult;
 use super::multiple_choice::McRun;
 use super::perplexity::PerplexityReport;
@@ -15,6 +16,9 @@ pub struct EvalReport {
     pub model: String,
     pub benchmarks: Vec<McRun>,
     pub perplexity: Vec<PerplexityReport>,
+    /// Generative benchmarks (gsm8k, math, humaneval, mbpp).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generative: Vec<GenRun>,
     /// Wall-clock seconds and questions per second per benchmark.
     pub timing: Vec<Timing>,
 }
@@ -66,6 +70,27 @@ pub fn format_table(report: &EvalReport, subjects: bool) -> String {
         s.push_str(&format!("{:<44} {:>9} {} {:>8}   (micro)\n", "overall", o.questions, pct(o.acc_micro), pct(o.acc_norm_micro)));
         s.push_str(&format!("{:<44} {:>9} {} {:>8}   (macro over {} subjects)\n", "overall", o.questions, pct(o.acc_macro), pct(o.acc_norm_macro), o.subjects));
     }
+    for run in &report.generative {
+        s.push_str(&format!(
+            "\n{} ({} questions, {}-shot, {} sample{} each, {})\n",
+            run.benchmark,
+            run.questions,
+            run.shots,
+            run.samples,
+            if run.samples == 1 { "" } else { "s" },
+            if run.sampling.is_greedy() { "greedy".to_string() } else { format!("temperature {}", run.sampling.temperature) }
+        ));
+        if subjects {
+            for (name, m) in &run.subjects {
+                for (metric, v) in m {
+                    s.push_str(&format!("  {name:<42} {metric:<30} {}\n", pct(*v)));
+                }
+            }
+        }
+        for (metric, v) in &run.metrics {
+            s.push_str(&format!("{:<44} {metric:<30} {}\n", "overall", pct(*v)));
+        }
+    }
     if !report.perplexity.is_empty() {
         s.push_str(&format!(
             "\n{:<40} {:>6} {:>10} {:>9} {:>12} {:>9}\n",
@@ -90,6 +115,15 @@ pub fn write_json(path: &Path, report: &EvalReport) -> Result<()> {
 }
 
 pub fn write_questions_jsonl(path: &Path, results: &[QuestionResult]) -> Result<()> {
+    write_jsonl(path, results)
+}
+
+/// One line per question of a generative benchmark: outputs, extracted answers, verdicts.
+pub fn write_generative_jsonl(path: &Path, results: &[GenResult]) -> Result<()> {
+    write_jsonl(path, results)
+}
+
+fn write_jsonl<T: Serialize>(path: &Path, results: &[T]) -> Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(file);
     for r in results {

@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::config::ModelConfig;
 use crate::util::rng::SplitMix64;
 use super::io;
-use super::layer::{decoder_layer, LayerContext, LayerParams, LayerShape, Linear};
+use super::kv_cache::KvCache;
+use super::layer::{decoder_layer, layer_with_attention, LayerContext, LayerOps, LayerParams, LayerShape, Linear};
 use super::lora::{self, adapter::LoraLinear, dropout::DropoutStream, LinearKind, LoraSettings, LoraSetup, SavedModule, Site};
 use super::ops;
 use super::packing::Packing;
@@ -359,12 +360,39 @@ impl CausalLm {
         Ok(dispatch::token_nll_from_hidden(self.kernels.mode, &hidden, &head, &targets, self.kernels.ce_chunk)?.detach())
     }
 
-    /// The final (normed) hidden states [B, T, H] in the compute dtype.
-    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, graph: Graph<'_>) -> Result<Tensor> {
-        let (b, t) = input_ids
-            .dims2()
-            .context("forward: input_ids must be [batch, seq_len]")?;
-        self.config.check_seq_len(t)?;
+    /// Runs `input_ids` [B, T] after the tokens already in `cache`, appending their keys and
+    /// values to it, and returns the logits of the last new position, [B, V] (f32). `positions`
+    /// and `mask` come from [`kv_cache::step_inputs`] (left padding, cached slots). No autograd
+    /// graph is kept: generation only.
+    pub fn forward_cached(&self, input_ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2().context("forward_cached: input_ids must be [batch, new tokens]")?;
+        if t == 0 || cache.layers.len() != self.layers.len() {
+            bail!("forward_cached: {t} new tokens, a cache of {} layers for {} layers", cache.layers.len(), self.layers.len());
+        }
+        self.config.check_seq_len(cache.len() + t)?;
+        let ids = self.checked_ids(input_ids)?;
+        let mode = self.kernels.mode;
+        let rope = Rope::new(mode, &positions.to_device(&self.device)?, &self.inv_freq)?;
+        let mask = mask.to_device(&self.device)?;
+        let mut x = self.embed_rows(&ids, b, t)?;
+        // Generation: no dropout.
+        let layer_ops = LayerOps { mode, dtype: self.compute_dtype, shape: LayerShape::of(&self.config), dropout: None };
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer_with_attention(&layer_ops, &rope, layer, &x, |q, k, v| {
+                let (k, v) = kv.append(&k.detach(), &v.detach())?;
+                ops::attention(q, &k, &v, &mask)
+            })?
+            .detach();
+        }
+        cache.advance(t);
+        let last = x.narrow(1, t - 1, 1)?;
+        let last = dispatch::rms_norm(mode, &last, &self.w(&self.final_norm)?, self.config.rms_norm_eps)?;
+        let logits = ops::linear(&last, &self.head()?.detach(), None)?.to_dtype(DType::F32)?;
+        Ok(logits.reshape((b, self.config.vocab_size))?.detach())
+    }
+
+    /// `input_ids` as u32 on the model's device, every id checked against the vocabulary.
+    fn checked_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
         let ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
         let max_id = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max_id as usize >= self.config.vocab_size {
@@ -373,6 +401,26 @@ impl CausalLm {
                 self.config.vocab_size
             );
         }
+        Ok(ids)
+    }
+
+    /// Embedding rows of `ids` as [B, T, H] in the compute dtype. Rows are gathered in f32,
+    /// then cast: cheaper than casting the whole table.
+    fn embed_rows(&self, ids: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+        Ok(self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(self.compute_dtype)?
+            .reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// The final (normed) hidden states [B, T, H] in the compute dtype.
+    fn hidden_states(&self, input_ids: &Tensor, packing: Option<&Packing>, graph: Graph<'_>) -> Result<Tensor> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("forward: input_ids must be [batch, seq_len]")?;
+        self.config.check_seq_len(t)?;
+        let ids = self.checked_ids(input_ids)?;
 
         let (positions, segments) = match packing {
             Some(p) => {
@@ -395,24 +443,21 @@ impl CausalLm {
         };
         let mode = self.kernels.mode;
         let ctx = LayerContext {
-            mode,
-            dtype: self.compute_dtype,
-            shape: LayerShape::of(&self.config),
+            ops: LayerOps {
+                mode,
+                dtype: self.compute_dtype,
+                shape: LayerShape::of(&self.config),
+                // Dropout acts in training forwards only (those that keep a graph).
+                dropout: match graph {
+                    Graph::Discard => None,
+                    _ => self.lora.as_ref().and_then(|l| l.dropout.next()),
+                },
+            },
             rope: Arc::new(Rope::new(mode, &positions, &self.inv_freq)?),
             mask: Arc::new(AttentionMask::with_kernel(mode, self.kernels.attention, segments.as_ref(), t, &self.device)?),
-            // Dropout acts in training forwards only (those that keep a graph).
-            dropout: match graph {
-                Graph::Discard => None,
-                _ => self.lora.as_ref().and_then(|l| l.dropout.next()),
-            },
         };
 
-        // Gather embedding rows, then cast: cheaper than casting the whole table.
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .to_dtype(self.compute_dtype)?
-            .reshape((b, t, self.config.hidden_size))?;
+        let mut x = self.embed_rows(&ids, b, t)?;
         for layer in &self.layers {
             x = match graph {
                 Graph::Keep => decoder_layer(&ctx, layer, &x)?,

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::causal_lm::{CausalLm, SaveOptions};
 use super::config::{Architecture, ModelConfig, RopeScaling};
-use super::tokenizer::Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// Model sizes by name. Vocabulary size comes from the tokenizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,9 @@ pub fn build_config(
 pub const BOS_TOKEN: &str = "<|begin_of_text|>";
 pub const EOS_TOKEN: &str = "<|end_of_text|>";
 pub const PAD_TOKEN: &str = "<|pad|>";
+/// BOS/EOS names looked for in a `tokenizer.json` given without its tokenizer_config.json.
+const BARE_BOS_NAMES: &[&str] = &["<|begin_of_text|>", "<s>", "<|endoftext|>", "<bos>"];
+const BARE_EOS_NAMES: &[&str] = &["<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>", "<|im_end|>"];
 
 /// Trains a byte-level BPE tokenizer (GPT-2 / Llama-3 style) on text files. The result has
 /// `BOS_TOKEN`, `EOS_TOKEN`, `PAD_TOKEN` as ids 0, 1, 2 and a post-processor that prepends
@@ -356,21 +359,20 @@ fn write_model_dir(spec: &InitSpec) -> Result<InitSummary> {
                 }
             }
             if !out.join("tokenizer_config.json").exists() {
-                let tok = Tokenizer::from_file(&tok_path)?;
-                let name = |id: Option<u32>| id.and_then(|i| tok.inner().id_to_token(i));
-                let bos = name(tok.bos_id()).with_context(|| {
-                    format!(
-                        "{}: no BOS token found (give a directory with tokenizer_config.json)",
-                        src_file.display()
-                    )
-                })?;
-                let eos = name(tok.eos_id()).with_context(|| {
-                    format!(
-                        "{}: no EOS token found (give a directory with tokenizer_config.json)",
-                        src_file.display()
-                    )
-                })?;
-                write_tokenizer_config(out, &bos, &eos, None, max_len)?;
+                // A bare tokenizer.json names no BOS/EOS: take the usual names it holds and
+                // write them down, so every later command reads the same choice.
+                let tok = Tokenizer::from_dir(out)?;
+                let guess = |names: &[&'static str], what: &str| -> Result<&'static str> {
+                    names.iter().find(|n| tok.token_to_id(n).is_some()).copied().with_context(|| {
+                        format!(
+                            "{}: no {what} token found (none of {names:?}; give a directory with tokenizer_config.json)",
+                            src_file.display()
+                        )
+                    })
+                };
+                let bos = guess(BARE_BOS_NAMES, "BOS")?;
+                let eos = guess(BARE_EOS_NAMES, "EOS")?;
+                write_tokenizer_config(out, bos, eos, None, max_len)?;
             }
         }
         TokenizerSource::Train { files, vocab_size } => {

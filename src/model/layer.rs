@@ -28,16 +28,16 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    pub fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
-        let b = self.bias.as_ref().map(|b| b.to_dtype(ctx.dtype)).transpose()?;
-        let w = self.weight.to_dtype(ctx.dtype)?;
+    pub fn forward(&self, x: &Tensor, ops: &LayerOps) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| b.to_dtype(ops.dtype)).transpose()?;
+        let w = self.weight.to_dtype(ops.dtype)?;
         match &self.lora {
             // A frozen weight (not a variable, nor cast from one) gets no gradient at all.
             None if w.track_op() => ops::linear(x, &w, b.as_ref()),
             None => frozen_linear(x, &w, b.as_ref()),
             Some(lora) => {
-                let (a, b_lora) = (lora.a.as_tensor().to_dtype(ctx.dtype)?, lora.b.as_tensor().to_dtype(ctx.dtype)?);
-                let dropout = ctx.dropout.map(|d| (d, lora.site.key()));
+                let (a, b_lora) = (lora.a.as_tensor().to_dtype(ops.dtype)?, lora.b.as_tensor().to_dtype(ops.dtype)?);
+                let dropout = ops.dropout.map(|d| (d, lora.site.key()));
                 lora_linear(x, &w, b.as_ref(), Adapter { a: &a, b: &b_lora, scaling: lora.scaling, dropout })
             }
         }
@@ -98,39 +98,59 @@ impl LayerShape {
     }
 }
 
-/// What every layer of one forward shares: the kernel mode, the compute dtype, the RoPE
-/// tables and the attention mask (built once per forward; `Arc` so recomputed layers can
-/// hold them until the backward).
-#[derive(Clone)]
-pub(crate) struct LayerContext {
+/// The per-forward settings of a layer's ops: kernel mode, compute dtype, sizes, and the
+/// adapters' dropout masks of this forward (training with `lora.dropout` only).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerOps {
     pub mode: KernelMode,
     pub dtype: DType,
     pub shape: LayerShape,
+    pub dropout: Option<DropoutDraw>,
+}
+
+/// What every layer of one training or evaluation forward shares: its ops' settings, the
+/// RoPE tables and the attention mask (built once per forward; `Arc` so recomputed layers
+/// can hold them until the backward).
+#[derive(Clone)]
+pub(crate) struct LayerContext {
+    pub ops: LayerOps,
     pub rope: Arc<Rope>,
     pub mask: Arc<AttentionMask>,
-    /// The adapters' dropout masks of this forward (training with `lora.dropout` only).
-    pub dropout: Option<DropoutDraw>,
 }
 
 /// `x` `[B, T, H]` (compute dtype) -> the layer's output, same shape.
 pub(crate) fn decoder_layer(ctx: &LayerContext, p: &LayerParams, x: &Tensor) -> Result<Tensor> {
-    let s = ctx.shape;
+    layer_with_attention(&ctx.ops, &ctx.rope, p, x, |q, k, v| dispatch::attention(q, k, v, &ctx.mask))
+}
+
+/// The layer with its attention step supplied by the caller: `attend(q, k, v)` gets the
+/// rotated queries `[B, H, T, D]` and the new keys/values `[B, KV, T, D]` and returns
+/// `[B, H, T, D]`. Training attends over `k`/`v` as they are; generation first appends
+/// them to its key/value cache (`super::kv_cache`).
+pub(crate) fn layer_with_attention(
+    ops: &LayerOps,
+    rope: &Rope,
+    p: &LayerParams,
+    x: &Tensor,
+    attend: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (s, mode) = (ops.shape, ops.mode);
     let (b, t, _) = x.dims3()?;
-    let w = |t: &Tensor| t.to_dtype(ctx.dtype);
+    let w = |t: &Tensor| t.to_dtype(ops.dtype);
     let heads = |y: Tensor, n: usize| y.reshape((b, t, n, s.head_dim))?.transpose(1, 2)?.contiguous();
 
-    let h = dispatch::rms_norm(ctx.mode, x, &w(&p.input_norm)?, s.eps)?;
-    let q = heads(p.q.forward(&h, ctx)?, s.heads)?;
-    let k = heads(p.k.forward(&h, ctx)?, s.kv_heads)?;
-    let v = heads(p.v.forward(&h, ctx)?, s.kv_heads)?;
-    let q = ctx.rope.apply(&q)?.contiguous()?;
-    let k = ctx.rope.apply(&k)?.contiguous()?;
-    let attn = dispatch::attention(&q, &k, &v, &ctx.mask)?.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
-    let x = (x + p.o.forward(&attn, ctx)?)?;
+    let h = dispatch::rms_norm(mode, x, &w(&p.input_norm)?, s.eps)?;
+    let q = heads(p.q.forward(&h, ops)?, s.heads)?;
+    let k = heads(p.k.forward(&h, ops)?, s.kv_heads)?;
+    let v = heads(p.v.forward(&h, ops)?, s.kv_heads)?;
+    let q = rope.apply(&q)?.contiguous()?;
+    let k = rope.apply(&k)?.contiguous()?;
+    let attn = attend(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, s.heads * s.head_dim))?;
+    let x = (x + p.o.forward(&attn, ops)?)?;
 
-    let h = dispatch::rms_norm(ctx.mode, &x, &w(&p.post_norm)?, s.eps)?;
-    let gate = p.gate.forward(&h, ctx)?;
-    let up = p.up.forward(&h, ctx)?;
-    let mlp = p.down.forward(&dispatch::swiglu(ctx.mode, &gate, &up)?, ctx)?;
+    let h = dispatch::rms_norm(mode, &x, &w(&p.post_norm)?, s.eps)?;
+    let gate = p.gate.forward(&h, ops)?;
+    let up = p.up.forward(&h, ops)?;
+    let mlp = p.down.forward(&dispatch::swiglu(mode, &gate, &up)?, ops)?;
     x + mlp
 }

@@ -6,26 +6,28 @@
 //! - `params`: the parameter table (HF names, shapes, initialisation) of a config
 //! - `causal_lm`: [`CausalLm`] (f32 master parameters, selectable compute dtype and kernels)
 //! - `layer`: one decoder layer, through `kernels::dispatch` (composed or fused ops)
+//! - `kv_cache`: keys/values of past tokens for generation (`CausalLm::forward_cached`)
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
 //! - `lora`: LoRA adapters (PEFT-compatible), frozen base weights, merge
-//! - `tokenizer`: `tokenizer.json` with BOS/EOS resolution
 //! - `init`: presets, seeded random init, byte-level BPE training
 pub mod causal_lm;
 pub mod config;
 pub mod init;
 pub mod io;
+pub mod kv_cache;
 mod layer;
 pub mod lora;
 pub mod loss;
 pub mod ops;
 pub mod packing;
 pub mod params;
-pub mod tokenizer;
 
 pub use causal_lm::{CausalLm, SaveOptions};
 pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use kv_cache::KvCache;
 pub use loss::token_nll;
 pub use packing::Packing;
-pub use tokenizer::Tokenizer;
+/// The model directory's tokenizer (defined in `crate::tokenizer`).
+pub use crate::tokenizer::Tokenizer;

@@ -153,20 +153,21 @@ pub fn document_mask(segments: &Tensor) -> Result<Tensor> {
 }
 
 /// Scaled dot-product attention with grouped-query heads.
-/// q [B, H, T, D], k/v [B, KV, T, D], mask additive f32 broadcastable to [B, H, T, T].
+/// q [B, H, T, D], k/v [B, KV, S, D] (S = T in training; S = cached + new tokens when
+/// generating), mask additive f32 broadcastable to [B, H, T, S].
 /// Returns [B, H, T, D] in q's dtype. Scores and softmax are taken in f32.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
-    let kv = k.dim(1)?;
+    let (kv, s) = (k.dim(1)?, k.dim(2)?);
     let groups = h / kv;
     let dtype = q.dtype();
     // Query heads h = kv_head * groups + g share one key/value head (transformers
     // `repeat_kv`): fold the groups into the row dimension instead of copying k and v.
     let q = q.reshape((b, kv, groups * t, d))?;
     let scale = 1.0 / (d as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, t, t))?;
+    let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, t, s))?;
     let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
     let probs = softmax_last_dim(&scores)?.to_dtype(dtype)?;
-    let probs = probs.reshape((b, kv, groups * t, t))?;
+    let probs = probs.reshape((b, kv, groups * t, s))?;
     probs.matmul(v)?.reshape((b, h, t, d))
 }

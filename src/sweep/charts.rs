@@ -1,28 +1,14 @@
 //! Sweep charts with plotters: a heat map of one metric over two axes (e.g. Chinese ratio
 //! x learning rate, best cell outlined) and validation-loss curves of every run against
-//! tokens. The format follows the file extension (`.svg` or `.png`).
-//!
-//! Text uses the bundled DejaVu Sans subset (assets/, see its licence file), registered
-//! with plotters as "sans-serif", so charts need no system fonts.
+//! tokens (a `chart::line` chart). The format follows the file extension (`.svg` or `.png`).
 
 use super::results::ResultSet;
+use crate::chart::line::{distinct_look, LineChart, Series};
+use crate::chart::{ensure_font, is_svg};
 use anyhow::{bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
-use std::sync::Once;
-
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
-static REGISTER_FONT: Once = Once::new();
-
-/// Registers the bundled font once and checks plotters can lay out text with it.
-pub fn ensure_font() -> Result<()> {
-    REGISTER_FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-    ("sans-serif", 12.0).into_font().box_size("0").map_err(|e| anyhow::anyhow!("the bundled chart font cannot be used: {e:?}"))?;
-    Ok(())
-}
 
 /// A heat-map description.
 pub struct Heatmap<'a> {
@@ -157,14 +143,6 @@ fn label_at(labels: &[String], v: f64) -> String {
     }
 }
 
-fn is_svg(path: &Path) -> Result<bool> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("svg") => Ok(true),
-        Some("png") => Ok(false),
-        _ => bail!("{}: chart files must end in .svg or .png", path.display()),
-    }
-}
-
 /// Draws a heat map of `h.metric` over two axes into `path` (.svg or .png).
 pub fn heatmap(results: &ResultSet, h: &Heatmap, path: &Path) -> Result<()> {
     ensure_font()?;
@@ -195,52 +173,18 @@ pub fn read_val_curve(metrics: &Path, source: &str) -> Result<Vec<(f64, f64)>> {
     Ok(out)
 }
 
-fn draw_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, source: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let pts = curves.iter().flat_map(|(_, c)| c.iter());
-    let (x0, x1, y0, y1) = pts.fold((f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY), |(a, b, c, d), (x, y)| (a.min(*x), b.max(*x), c.min(*y), d.max(*y)));
-    let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let mut chart = ChartBuilder::on(root)
-        .caption(format!("validation loss: {source}"), ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    chart.configure_mesh().x_desc("tokens").y_desc("loss").x_label_formatter(&|v| format!("{v:.3e}")).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    for (k, (name, c)) in curves.iter().enumerate() {
-        let color = Palette99::pick(k).to_rgba();
-        chart
-            .draw_series(LineSeries::new(c.iter().cloned(), color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(())
-}
-
 /// Draws validation-loss curves (one line per run) for `source` into `path`.
 pub fn curves(source: &str, curves: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
-    ensure_font()?;
     if curves.iter().all(|(_, c)| c.is_empty()) {
         bail!("curves: no run has validation records for source `{source}`");
     }
-    let size = (900, 560);
-    if is_svg(path)? {
-        draw_curves(&SVGBackend::new(path, size).into_drawing_area(), source, curves)
-    } else {
-        draw_curves(&BitMapBackend::new(path, size).into_drawing_area(), source, curves)
-    }
-    .with_context(|| format!("drawing {}", path.display()))
+    let chart = LineChart {
+        title: format!("validation loss: {source}"),
+        x_label: "tokens".into(),
+        y_label: "loss".into(),
+        series: curves.iter().enumerate().map(|(k, (name, c))| Series { name: name.clone(), points: c.clone(), look: distinct_look(k), dots: true }).collect(),
+        markers: Vec::new(),
+        marker_name: String::new(),
+    };
+    chart.draw(path)
 }

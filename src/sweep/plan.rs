@@ -67,6 +67,18 @@ impl Sweep {
         Ok(Sweep { dir: dir.to_path_buf(), grid, runs })
     }
 
+    /// Reads every unfinished run's config as `cpt train` will, before any run starts: a
+    /// mistake shared by all runs (a missing section, a misspelled key in the base config or
+    /// the grid) is one error naming the run, the file and the field, not N failed runs.
+    pub fn validate_configs(&self) -> Result<()> {
+        for run in self.runs.iter().filter(|r| !r.finished) {
+            let text = serde_yaml::to_string(&run.plan.config)?;
+            crate::config::load::parse_config(&text, &run.config_path.display().to_string(), &[])
+                .with_context(|| format!("run `{}`: its config is not a valid training config; no run was started", run.plan.id))?;
+        }
+        Ok(())
+    }
+
     pub fn run(&self, opts: &RunnerOptions) -> Result<SweepReport> {
         runner::run_sweep(&self.dir, &self.runs, opts)
     }

@@ -258,14 +258,6 @@ pub fn collect_run(id: &str, axes: &[(String, String, serde_yaml::Value)], run_d
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 impl ResultSet {
     /// Every numeric column any run has, sorted.
     pub fn columns(&self) -> Vec<String> {
@@ -275,40 +267,28 @@ impl ResultSet {
         cols
     }
 
-    pub fn to_csv(&self) -> String {
+    pub fn to_csv(&self) -> Result<String> {
         let cols = self.columns();
-        let mut out = String::from("id,status");
-        for a in &self.axes {
-            out.push(',');
-            out.push_str(&csv_field(&format!("{a}.label")));
-        }
-        for c in &cols {
-            out.push(',');
-            out.push_str(&csv_field(c));
-        }
-        out.push('\n');
+        let mut out = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+        let header = ["id".to_string(), "status".to_string()]
+            .into_iter()
+            .chain(self.axes.iter().map(|a| format!("{a}.label")))
+            .chain(cols.iter().cloned());
+        out.write_record(header)?;
         for r in &self.runs {
-            out.push_str(&csv_field(&r.id));
-            out.push(',');
-            out.push_str(&r.status);
-            for (_, label) in &r.axes {
-                out.push(',');
-                out.push_str(&csv_field(label));
-            }
-            for c in &cols {
-                out.push(',');
-                if let Some(v) = r.values.get(c) {
-                    out.push_str(&format!("{v}"));
-                }
-            }
-            out.push('\n');
+            let row = [r.id.clone(), r.status.clone()]
+                .into_iter()
+                .chain(r.axes.iter().map(|(_, label)| label.clone()))
+                .chain(cols.iter().map(|c| r.values.get(c).map(|v| format!("{v}")).unwrap_or_default()));
+            out.write_record(row)?;
         }
-        out
+        let bytes = out.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?;
+        Ok(String::from_utf8(bytes)?)
     }
 
     pub fn write(&self, sweep_dir: &Path) -> Result<()> {
         write_atomic(&sweep_dir.join("results.json"), serde_json::to_string_pretty(self)?.as_bytes())?;
-        write_atomic(&sweep_dir.join("results.csv"), self.to_csv().as_bytes())
+        write_atomic(&sweep_dir.join("results.csv"), self.to_csv()?.as_bytes())
     }
 
     /// Reads `results.json` (as written by `cpt sweep`) or a CSV with a header row
@@ -332,14 +312,17 @@ impl ResultSet {
     }
 
     fn from_csv(text: &str) -> Result<Self> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines.next().context("the CSV is empty")?;
-        let header: Vec<&str> = header.split(',').map(str::trim).collect();
-        let id_col = header.iter().position(|h| *h == "id").context("line 1: the CSV header has no `id` column")?;
+        let records = crate::util::csv::parse_csv(text)?;
+        let mut records = records.iter().filter(|r| r.fields.iter().any(|f| !f.trim().is_empty()));
+        let header = records.next().context("the CSV is empty")?;
+        let header_line = header.line;
+        let header: Vec<&str> = header.fields.iter().map(|h| h.trim()).collect();
+        let id_col = header.iter().position(|h| *h == "id").with_context(|| format!("line {header_line}: the CSV header has no `id` column"))?;
         let axes: Vec<String> = header.iter().filter_map(|h| h.strip_suffix(".label")).map(String::from).collect();
         let mut runs = Vec::new();
-        for (i, line) in lines {
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        for record in records {
+            let i = record.line - 1;
+            let cells: Vec<&str> = record.fields.iter().map(|c| c.trim()).collect();
             if cells.len() != header.len() {
                 bail!("line {}: {} cells but the header has {}", i + 1, cells.len(), header.len());
             }
@@ -402,5 +385,31 @@ impl ResultSet {
             .filter(|(_, r)| r.status == "finished")
             .filter_map(|(i, r)| r.values.get(column).map(|v| (i, *v)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_round_trips_labels_with_commas_and_quotes() {
+        let run = |id: &str, label: &str, v: f64| RunResult {
+            id: id.into(),
+            status: "finished".into(),
+            axes: vec![("mix".into(), label.into())],
+            values: BTreeMap::from([("val.zh.final".to_string(), v), ("lr".to_string(), 1e-3)]),
+            flops_source: None,
+        };
+        let set = ResultSet { axes: vec!["mix".into()], runs: vec![run("r0", "zh=0.2, en=0.8", 2.5), run("r1", "say \"hi\"", 2.25)] };
+        let text = set.to_csv().unwrap();
+        assert!(text.starts_with("id,status,mix.label,lr,val.zh.final\n"), "{text}");
+        let back = ResultSet::from_csv(&text).unwrap();
+        assert_eq!(back.axes, set.axes);
+        for (a, b) in back.runs.iter().zip(&set.runs) {
+            assert_eq!((&a.id, &a.axes, &a.values), (&b.id, &b.axes, &b.values));
+        }
+        let err = format!("{:#}", ResultSet::from_csv("id,lr\n\nr0,1e-3\nr1,x\n").unwrap_err());
+        assert!(err.contains("line 4") && err.contains("`lr`"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::model::{Classifier, PredictBuf};
 use crate::data::config::{SourceConfig, SourceFormat};
-use crate::data::manifest::{InputIdentity, SourceManifest};
+use crate::data::manifest::{InputIdentity, SourceManifest, StoredManifest};
 use crate::data::shards::{write_topics, ShardReader};
 use crate::data::source::{format_from_name, open_decompressed, read_file, read_line_bytes, CompressedWriter};
 use crate::util::atomic::AtomicFile;
@@ -206,8 +206,14 @@ fn source_of(manifest: &SourceManifest, dir: &Path) -> Result<SourceConfig> {
 pub fn label_shards(clf: &Classifier, dir: &Path, min_prob: f32, progress: &dyn Fn(u64)) -> Result<LabelStats> {
     let started = Instant::now();
     let reader = ShardReader::open(dir)?;
-    let manifest = SourceManifest::read(dir)?
-        .with_context(|| format!("{}: no readable manifest.json; is it a `cpt prepare` output folder?", dir.display()))?;
+    let manifest = match SourceManifest::read(dir)? {
+        Some(StoredManifest::Current(m)) => m,
+        Some(StoredManifest::Outdated(why)) => {
+            bail!("{}: these shards were prepared by an older cpt ({why}); run `cpt prepare` again, then label", dir.display())
+        }
+        Some(StoredManifest::Unreadable(e)) => bail!("{}: manifest.json is unreadable ({e}); run `cpt prepare` again", dir.display()),
+        None => bail!("{}: no manifest.json; is it a `cpt prepare` output folder?", dir.display()),
+    };
     for recorded in &manifest.inputs {
         let path = Path::new(&recorded.path);
         let now = InputIdentity::of(path).with_context(|| {

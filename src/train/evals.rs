@@ -9,7 +9,7 @@ use crate::config::TrainConfig;
 use crate::eval::model_adapter::ModelScorer;
 use crate::eval::training::{parse_tasks, PreparedEvalTasks};
 use crate::model::causal_lm::CausalLm;
-use crate::model::tokenizer::Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 pub struct TrainingEvals {
     pub every: u64,
@@ -28,7 +28,7 @@ impl TrainingEvals {
         };
         let tasks = parse_tasks(&cfg.eval.tasks)?;
         let tasks = PreparedEvalTasks::from_tasks(&tasks, cfg.eval.batch_tokens).context("eval.tasks")?;
-        let tokenizer = Tokenizer::from_dir(model_dir)?;
+        let tokenizer = cfg.data.open_tokenizer(model_dir)?;
         Ok(Some(Self { every, tasks, tokenizer }))
     }
 

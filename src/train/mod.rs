@@ -28,6 +28,7 @@ pub mod optim;
 pub mod plot;
 pub mod resume;
 pub mod run_log;
+pub mod samples;
 pub mod schedule;
 pub mod setup;
 pub mod tensorboard;

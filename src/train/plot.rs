@@ -1,16 +1,14 @@
-//! Charts of a metrics file (`cpt plot`): training loss (raw and smoothed), per-source
-//! validation loss, learning rate and gradient norm, as PNG or SVG.
-use crate::train::metrics::read_metrics;
-use anyhow::{anyhow, bail, Context, Result};
-use plotters::coord::Shift;
-use plotters::prelude::*;
+//! Charts of a metrics file (`cpt plot`): training loss (raw and its trend), per-source
+//! validation loss, learning rate, gradient norm and peak memory, as PNG or SVG, each over
+//! steps with the run's stage boundaries marked.
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
-/// DejaVu Sans (Latin subset, see assets/DejaVuSans-LICENSE.txt): PNG text needs a font
-/// and the machine may have none.
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
-static REGISTER_FONT: Once = Once::new();
+use anyhow::{bail, Context, Result};
+
+use crate::chart::line::{distinct_look, Dash, LineChart, Look, Marker, Series, COLORS};
+use crate::chart::trend::local_linear;
+use crate::data::config::DataConfig;
+use crate::train::metrics::read_metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlotFormat {
@@ -38,29 +36,12 @@ impl PlotFormat {
     }
 }
 
-/// One line on a chart.
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
-    color: RGBColor,
-    width: u32,
-}
-
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
 /// The curves found in a metrics file.
 #[derive(Debug, Default)]
 pub struct Curves {
     pub loss: Vec<(f64, f64)>,
+    /// Tokens trained by the end of each logged step (maps token budgets to steps).
+    pub tokens: Vec<(f64, f64)>,
     pub lr: Vec<(f64, f64)>,
     pub grad_norm: Vec<(f64, f64)>,
     /// Peak memory (GiB) per record, where measured.
@@ -80,6 +61,9 @@ pub fn curves_from_records(records: &[serde_json::Value]) -> Curves {
             None | Some("train") => {
                 if let Some(v) = num("loss") {
                     curves.loss.push((step, v));
+                }
+                if let Some(v) = num("tokens") {
+                    curves.tokens.push((step, v));
                 }
                 if let Some(v) = num("lr") {
                     curves.lr.push((step, v));
@@ -107,16 +91,51 @@ pub fn curves_from_records(records: &[serde_json::Value]) -> Curves {
     curves
 }
 
-/// TensorBoard-style exponential moving average with bias correction.
-pub fn smooth(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
-    let mut last = 0.0;
-    let mut out = Vec::with_capacity(points.len());
-    for (i, (x, y)) in points.iter().enumerate() {
-        last = last * weight + (1.0 - weight) * y;
-        let debias = 1.0 - weight.powi(i as i32 + 1);
-        out.push((*x, last / debias));
+/// The window of the loss trend: a tenth of the logged span on either side, and at least
+/// two logging intervals (so a short run still gets a few points per window).
+pub fn trend_half_width(points: &[(f64, f64)]) -> f64 {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else { return 0.0 };
+    let interval = (last.0 - first.0) / (points.len().max(2) - 1) as f64;
+    ((last.0 - first.0) / 10.0).max(2.0 * interval).round()
+}
+
+/// Where the run's stages end, in steps: the cumulative `data.stages[].tokens` of the run's
+/// `config.yaml` (beside the metrics file) placed on the steps' token counts. None when the
+/// run has no stages or no such config; a config that cannot be read is said on stderr.
+pub fn stage_boundaries(metrics: &Path, tokens: &[(f64, f64)]) -> Vec<Marker> {
+    let Some(config) = metrics.parent().map(|d| d.join("config.yaml")).filter(|c| c.is_file()) else { return Vec::new() };
+    let stages = match DataConfig::load(&config) {
+        Ok(loaded) => loaded.data.stages,
+        Err(e) => {
+            eprintln!("note: no stage boundaries drawn: {e:#}");
+            return Vec::new();
+        }
+    };
+    let mut end = 0u64;
+    let mut markers = Vec::new();
+    for (i, pair) in stages.windows(2).enumerate() {
+        let Some(t) = pair[0].tokens else { break };
+        end += t;
+        if let Some(step) = step_at_tokens(tokens, end as f64) {
+            let name = pair[1].name.clone().unwrap_or_else(|| format!("{}", i + 2));
+            markers.push(Marker { x: step, label: format!("stage {}: {name}", i + 2) });
+        }
     }
-    out
+    markers
+}
+
+/// The (fractional) step at which `target` tokens were reached; None outside the run.
+fn step_at_tokens(tokens: &[(f64, f64)], target: f64) -> Option<f64> {
+    let after = tokens.iter().position(|&(_, t)| t >= target)?;
+    if after == 0 {
+        return (tokens[0].1 == target).then_some(tokens[0].0);
+    }
+    let ((s0, t0), (s1, t1)) = (tokens[after - 1], tokens[after]);
+    Some(s0 + (s1 - s0) * (target - t0) / (t1 - t0))
+}
+
+fn single(name: &str, points: &[(f64, f64)], color: usize) -> Series {
+    Series { name: name.into(), points: points.to_vec(), look: Look { color: COLORS[color], dash: Dash::Solid, width: 2 }, dots: true }
 }
 
 /// Write the charts of `metrics` into `out_dir`; returns the files written.
@@ -129,15 +148,20 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path, format: PlotFormat) -> Resul
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut charts: Vec<(&str, &str, &str, Vec<Series>)> = Vec::new();
     if !curves.loss.is_empty() {
-        // Heavier smoothing for longer runs, none to speak of for a handful of points.
-        let weight = if curves.loss.len() < 10 { 0.3 } else { 0.9 };
+        let half = trend_half_width(&curves.loss);
+        let raw = Look { color: crate::chart::line::RAW_COLOR, dash: Dash::Solid, width: 1 };
         charts.push((
             "loss",
             "Training loss",
             "loss",
             vec![
-                Series { name: "raw".into(), points: curves.loss.clone(), color: RGBColor(160, 190, 225), width: 1 },
-                Series { name: "smoothed".into(), points: smooth(&curves.loss, weight), color: PALETTE[0], width: 2 },
+                Series { name: "raw".into(), points: curves.loss.clone(), look: raw, dots: true },
+                Series {
+                    name: format!("trend, no lag (local linear, ±{half} steps)"),
+                    points: local_linear(&curves.loss, half),
+                    look: Look { color: COLORS[0], dash: Dash::Solid, width: 2 },
+                    dots: false,
+                },
             ],
         ));
     }
@@ -146,119 +170,33 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path, format: PlotFormat) -> Resul
             .val
             .iter()
             .enumerate()
-            .map(|(i, (name, pts))| Series {
-                name: name.clone(),
-                points: pts.clone(),
-                color: PALETTE[i % PALETTE.len()],
-                width: 2,
-            })
+            .map(|(i, (name, pts))| Series { name: name.clone(), points: pts.clone(), look: distinct_look(i), dots: true })
             .collect();
         charts.push(("val_loss", "Validation loss per source", "loss", series));
     }
     if !curves.lr.is_empty() {
-        charts.push((
-            "lr",
-            "Learning rate",
-            "lr",
-            vec![Series { name: "lr".into(), points: curves.lr.clone(), color: PALETTE[2], width: 2 }],
-        ));
+        charts.push(("lr", "Learning rate", "lr", vec![single("lr", &curves.lr, 2)]));
     }
     if !curves.grad_norm.is_empty() {
-        charts.push((
-            "grad_norm",
-            "Gradient norm (before clipping)",
-            "norm",
-            vec![Series { name: "grad norm".into(), points: curves.grad_norm.clone(), color: PALETTE[3], width: 1 }],
-        ));
+        charts.push(("grad_norm", "Gradient norm (before clipping)", "norm", vec![single("grad norm", &curves.grad_norm, 3)]));
     }
     if !curves.peak_mem_gib.is_empty() {
-        charts.push((
-            "peak_memory",
-            "Peak memory per logging window",
-            "GiB",
-            vec![Series { name: "peak memory".into(), points: curves.peak_mem_gib.clone(), color: PALETTE[4], width: 1 }],
-        ));
+        charts.push(("peak_memory", "Peak memory per logging window", "GiB", vec![single("peak memory", &curves.peak_mem_gib, 4)]));
     }
-    REGISTER_FONT.call_once(|| {
-        // A bundled, valid font: failure here is a build defect, reported when drawing.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
+    let markers = stage_boundaries(metrics, &curves.tokens);
     let mut written = Vec::new();
     for (file, title, y_label, series) in charts {
         let path = out_dir.join(format!("{file}.{}", format.extension()));
-        let size = (960, 540);
-        match format {
-            PlotFormat::Png => draw_chart(BitMapBackend::new(&path, size).into_drawing_area(), title, y_label, &series)?,
-            PlotFormat::Svg => draw_chart(SVGBackend::new(&path, size).into_drawing_area(), title, y_label, &series)?,
-        }
+        let chart = LineChart {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: y_label.into(),
+            series,
+            markers: markers.clone(),
+            marker_name: "stage boundary".into(),
+        };
+        chart.draw(&path)?;
         written.push(path);
     }
     Ok(written)
-}
-
-fn padded_range(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let lo = values.clone().fold(f64::INFINITY, f64::min);
-    let hi = values.fold(f64::NEG_INFINITY, f64::max);
-    if !lo.is_finite() || !hi.is_finite() {
-        return (0.0, 1.0);
-    }
-    let span = if hi > lo { hi - lo } else { lo.abs().max(1e-12) };
-    (lo - 0.05 * span, hi + 0.05 * span)
-}
-
-fn draw_chart<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    y_label: &str,
-    series: &[Series],
-) -> Result<()> {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing `{title}`: {e:?}");
-    root.fill(&WHITE).map_err(err)?;
-    let all = series.iter().flat_map(|s| s.points.iter());
-    let (x0, x1) = padded_range(all.clone().map(|p| p.0));
-    let (y0, y1) = padded_range(all.map(|p| p.1));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc(y_label)
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 18))
-        .y_label_formatter(&|v| format_tick(*v))
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(err)?;
-    for s in series {
-        let style = ShapeStyle::from(&s.color).stroke_width(s.width);
-        let color = s.color;
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), style))
-            .map_err(err)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ShapeStyle::from(&color).stroke_width(3)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
-}
-
-fn format_tick(v: f64) -> String {
-    let a = v.abs();
-    if a != 0.0 && !(1e-2..1e4).contains(&a) {
-        format!("{v:.1e}")
-    } else {
-        format!("{v:.3}")
-    }
 }

@@ -101,6 +101,19 @@ impl RunLog {
         self.metrics.write(&ValRecord::new(step, tokens, sources, topics))
     }
 
+    /// A generated sample (`eval.generate`): a line above the progress bar, a `sample`
+    /// record and a TensorBoard text event under `samples/<index>`.
+    pub fn sample(&mut self, step: u64, tokens: u64, index: usize, prompt: &str, output: &str) -> Result<()> {
+        self.progress.println(&format!("step {step} sample {index}: {prompt}{output}"));
+        self.metrics.write(&serde_json::json!({
+            "kind": "sample", "step": step, "tokens": tokens, "prompt": prompt, "output": output,
+        }))?;
+        if let Some(tb) = self.tensorboard.as_mut() {
+            tb.add_text(&format!("samples/{index}"), &format!("{prompt}{output}"), step)?;
+        }
+        Ok(())
+    }
+
     /// Any other record (evaluation results, mixing updates) to the metrics file.
     pub fn record<T: Serialize>(&mut self, record: &T) -> Result<()> {
         self.metrics.write(record)

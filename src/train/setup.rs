@@ -10,7 +10,6 @@ use candle_core::{DType, Device};
 use crate::config::TrainConfig;
 use crate::data::prepare::{prepare, PrepareOptions, PreparedData};
 use crate::data::sampler::Sampler;
-use crate::data::tokenize::{SpecialOverrides, TextTokenizer};
 use crate::kernels::device_info;
 use crate::model::causal_lm::CausalLm;
 use crate::model::init::{init_model_dir, preset, InitSpec, SizeOverrides, TokenizerSource};
@@ -90,9 +89,7 @@ fn tokenizer_training_files(corpus: &Path, scratch: &Path) -> Result<Vec<PathBuf
 /// Tokenizes the configured sources (reusing cached shards) and opens the sampler.
 pub fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
     let data = &cfg.data;
-    let tokenizer_path = data.tokenizer.clone().unwrap_or_else(|| cfg.model.path.clone());
-    let overrides = SpecialOverrides { bos_token: data.bos_token.clone(), eos_token: data.eos_token.clone() };
-    let tokenizer = TextTokenizer::load(&tokenizer_path, &overrides)?;
+    let tokenizer = data.open_tokenizer(&cfg.model.path)?;
     if tokenizer.vocab_size() > model.config().vocab_size {
         bail!(
             "the tokenizer {} has {} tokens but the model's vocab_size is {}",
@@ -104,7 +101,7 @@ pub fn open_sampler(cfg: &TrainConfig, model: &CausalLm) -> Result<Sampler> {
     let cache_dir = data.cache_dir.clone().unwrap_or_else(|| cfg.run.out_dir.join("data"));
     let opts = PrepareOptions { cache_dir: cache_dir.clone(), progress: cfg.logging.progress_bar, force: false };
     prepare(data, &tokenizer, &opts)?;
-    let prepared = PreparedData::open(&cache_dir, data, Some(tokenizer.hash()))?;
+    let prepared = PreparedData::open(&cache_dir, data, Some(&tokenizer))?;
     Sampler::new(data, prepared, cfg.batch.seq_len, cfg.run.seed)
 }
 

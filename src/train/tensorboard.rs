@@ -1,7 +1,10 @@
 //! TensorBoard event files written directly: TFRecord framing (length, masked CRC-32C of the
 //! length, payload, masked CRC-32C of the payload) around hand-encoded `Event` protobufs
 //! (`wall_time` = 1 double, `step` = 2 int64, `file_version` = 3 string, `summary` = 5;
-//! `Summary.value` = 1; `Value.tag` = 1 string, `Value.simple_value` = 2 float).
+//! `Summary.value` = 1; `Value.tag` = 1 string, `Value.simple_value` = 2 float). Text goes
+//! as TensorBoard's text plugin writes it: `Value.metadata` = 9 (`SummaryMetadata.plugin_data`
+//! = 1, `PluginData.plugin_name` = 1 "text") and `Value.tensor` = 8 (`TensorProto.dtype` = 1
+//! DT_STRING (7), `tensor_shape` = 2 (empty: a scalar), `string_val` = 8).
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;
 use std::io::Write;
@@ -38,6 +41,22 @@ fn encode_event(wall_time: f64, step: i64, body: EventBody<'_>) -> Vec<u8> {
     }
     match body {
         EventBody::FileVersion(v) => put_len_delimited(&mut out, 3, v.as_bytes()),
+        EventBody::Text(tag, text) => {
+            let mut plugin = Vec::new();
+            put_len_delimited(&mut plugin, 1, b"text");
+            let mut metadata = Vec::new();
+            put_len_delimited(&mut metadata, 1, &plugin);
+            let mut tensor = vec![1 << 3, 7]; // dtype: DT_STRING
+            put_len_delimited(&mut tensor, 2, &[]);
+            put_len_delimited(&mut tensor, 8, text.as_bytes());
+            let mut v = Vec::new();
+            put_len_delimited(&mut v, 1, tag.as_bytes());
+            put_len_delimited(&mut v, 9, &metadata);
+            put_len_delimited(&mut v, 8, &tensor);
+            let mut summary = Vec::new();
+            put_len_delimited(&mut summary, 1, &v);
+            put_len_delimited(&mut out, 5, &summary);
+        }
         EventBody::Scalars(values) => {
             let mut summary = Vec::new();
             for (tag, value) in values {
@@ -55,6 +74,7 @@ fn encode_event(wall_time: f64, step: i64, body: EventBody<'_>) -> Vec<u8> {
 
 enum EventBody<'a> {
     FileVersion(&'a str),
+    Text(&'a str, &'a str),
     Scalars(&'a [(String, f32)]),
 }
 
@@ -107,6 +127,11 @@ impl TensorBoardWriter {
         self.write_record(&encode_event(now(), step as i64, EventBody::Scalars(values)))
     }
 
+    /// A text summary (TensorBoard's Text tab), e.g. a generated sample.
+    pub fn add_text(&mut self, tag: &str, text: &str, step: u64) -> Result<()> {
+        self.write_record(&encode_event(now(), step as i64, EventBody::Text(tag, text)))
+    }
+
     pub fn add_scalar(&mut self, tag: &str, value: f32, step: u64) -> Result<()> {
         self.add_scalars(step, &[(tag.to_string(), value)])
     }
@@ -124,6 +149,8 @@ pub struct Event {
     pub step: i64,
     pub file_version: Option<String>,
     pub scalars: Vec<(String, f32)>,
+    /// Text summaries: (tag, text).
+    pub texts: Vec<(String, String)>,
 }
 
 /// Read an event file back, checking both CRCs of every record.
@@ -218,15 +245,19 @@ fn decode_event(payload: &[u8]) -> Result<Event> {
                     match s.key()? {
                         (1, 2) => {
                             let mut v = Reader { data: s.bytes()?, at: 0 };
-                            let (mut tag, mut value) = (String::new(), 0f32);
+                            let (mut tag, mut value, mut text) = (String::new(), 0f32, None);
                             while !v.done() {
                                 match v.key()? {
                                     (1, 2) => tag = String::from_utf8(v.bytes()?.to_vec())?,
                                     (2, 5) => value = f32::from_le_bytes(v.take(4)?.try_into()?),
+                                    (8, 2) => text = Some(tensor_string(v.bytes()?)?),
                                     (_, w) => v.skip(w)?,
                                 }
                             }
-                            event.scalars.push((tag, value));
+                            match text {
+                                Some(text) => event.texts.push((tag, text)),
+                                None => event.scalars.push((tag, value)),
+                            }
                         }
                         (_, w) => s.skip(w)?,
                     }
@@ -236,4 +267,16 @@ fn decode_event(payload: &[u8]) -> Result<Event> {
         }
     }
     Ok(event)
+}
+
+/// The first `string_val` of a `TensorProto`.
+fn tensor_string(bytes: &[u8]) -> Result<String> {
+    let mut r = Reader { data: bytes, at: 0 };
+    while !r.done() {
+        match r.key()? {
+            (8, 2) => return Ok(String::from_utf8(r.bytes()?.to_vec())?),
+            (_, w) => r.skip(w)?,
+        }
+    }
+    bail!("a tensor summary without a string value")
 }

@@ -27,6 +27,7 @@ use super::memory::GIB;
 use super::metrics::{MetricsWriter, StepRecord};
 use super::optim::Optimizer;
 use super::run_log::RunLog;
+use super::samples::TrainingSamples;
 use super::schedule::Schedule;
 use super::setup::{configure_threads, ensure_model, flops_per_token, open_sampler, print_start, select_device};
 use super::tensorboard::TensorBoardWriter;
@@ -139,6 +140,7 @@ struct Trainer<'a> {
     log: RunLog,
     checkpoints: Checkpoints,
     evals: Option<TrainingEvals>,
+    samples: Option<TrainingSamples>,
     stop: StopSignal,
     /// Steps whose loss is replaced by NaN (`INJECT_NAN_ENV`).
     nan_steps: Vec<u64>,
@@ -173,6 +175,7 @@ impl<'a> Trainer<'a> {
         write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
 
         let evals = TrainingEvals::prepare(cfg, &model_dir)?;
+        let samples = TrainingSamples::prepare(cfg, &model_dir)?;
         let mut sampler = open_sampler(cfg, &model)?;
         for w in sampler.warnings() {
             eprintln!("warning: {w}");
@@ -217,6 +220,7 @@ impl<'a> Trainer<'a> {
             log,
             checkpoints,
             evals,
+            samples,
             stop,
             nan_steps: nan_injection_steps()?,
             total_steps,
@@ -252,6 +256,9 @@ impl<'a> Trainer<'a> {
         }
         if self.eval_due() {
             self.evaluate()?;
+        }
+        if self.samples_due() {
+            self.write_samples()?;
         }
         let ending = self.ending(&verdict);
         if self.checkpoint_due(tokens_before, ending.as_ref()) {
@@ -385,6 +392,19 @@ impl<'a> Trainer<'a> {
     fn evaluate(&mut self) -> Result<()> {
         if let Some(evals) = &self.evals {
             evals.run(&self.model, self.counters.step, self.counters.tokens, &mut self.log)?;
+        }
+        Ok(())
+    }
+
+    /// Every `eval.generate.every_steps` steps and at the last step, when prompts are given.
+    fn samples_due(&self) -> bool {
+        self.samples.as_ref().is_some_and(|s| s.due(self.counters.step, self.total_steps))
+    }
+
+    /// What the model writes after the `eval.generate` prompts, one `sample` record each.
+    fn write_samples(&mut self) -> Result<()> {
+        if let Some(samples) = &self.samples {
+            samples.run(&self.model, self.counters.step, self.counters.tokens, &mut self.log)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use super::learn::{learn_tokens, LearnOptions, LearnedToken};
 use super::resize::{pad_to_multiple, resize_checkpoint, InitMethod, ResizePlan};
 use super::tokenizer_file::{Flavor, NewEntry, TokenizerFile};
 use crate::model::config::ModelConfig;
+use crate::tokenizer::Tokenizer;
 
 /// Written next to the model: what was added, for reports and for the freeze warm-up.
 pub const EXTENSION_FILE: &str = "vocab_extension.json";
@@ -58,7 +59,7 @@ pub fn extend(opts: &ExtendOptions) -> Result<ExtendReport> {
     check_output_dir(&opts.out, &opts.model)?;
     let tokenizer_path = opts.model.join("tokenizer.json");
     let mut file = TokenizerFile::open(&tokenizer_path)?;
-    let old_tokenizer = file.to_tokenizer()?;
+    let old_tokenizer = Tokenizer::from_dir(&opts.model)?;
     let config = ModelConfig::from_file(&opts.model.join("config.json"))?;
     let old_id_space = file.id_space();
     if config.vocab_size < old_id_space as usize {
@@ -79,7 +80,7 @@ pub fn extend(opts: &ExtendOptions) -> Result<ExtendReport> {
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let learned = learn_tokens(
         &file,
-        &old_tokenizer,
+        old_tokenizer.inner(),
         &texts,
         &LearnOptions { add: opts.add, min_count: opts.min_count },
     )?;
@@ -104,6 +105,7 @@ pub fn extend(opts: &ExtendOptions) -> Result<ExtendReport> {
         let tied = resize_checkpoint(&opts.model, &tmp, &plan)?;
         file.write(&tmp.join("tokenizer.json"))?;
         let skipped_files = copy_side_files(&opts.model, &tmp, &file)?;
+        check_special_tokens_kept(&old_tokenizer, &tmp)?;
         let report = ExtendReport {
             flavor: file.flavor,
             old_id_space,
@@ -134,6 +136,21 @@ pub fn extend(opts: &ExtendOptions) -> Result<ExtendReport> {
             Err(e)
         }
     }
+}
+
+/// Appending tokens must leave BOS, EOS and PAD where they were: training and evaluation of
+/// the extended model read them from the written directory.
+fn check_special_tokens_kept(old: &Tokenizer, new_dir: &Path) -> Result<()> {
+    let new = Tokenizer::from_dir(new_dir).context("the extended model's tokenizer does not load")?;
+    let ids = |t: &Tokenizer| (t.bos_id(), t.eos_id(), t.pad_id());
+    if ids(old) != ids(&new) {
+        bail!(
+            "the extended tokenizer resolves BOS/EOS/PAD to {:?}, the original to {:?}",
+            ids(&new),
+            ids(old)
+        );
+    }
+    Ok(())
 }
 
 /// The output must be new (or an empty directory) and not the source.

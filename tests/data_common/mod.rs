@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cpt::data::{self, DataConfig, PrepareOptions, PreparedData, TextTokenizer};
+use cpt::data::{self, DataConfig, PrepareOptions, PreparedData};
+use cpt::tokenizer::Tokenizer;
 
 /// GPT-2's byte -> printable character table, as byte-level BPE vocabularies use it.
 fn byte_chars() -> Vec<char> {
@@ -57,8 +58,8 @@ pub fn byte_tokenizer(dir: &Path, extra: usize) -> PathBuf {
     dir.to_path_buf()
 }
 
-pub fn load_tokenizer(dir: &Path) -> TextTokenizer {
-    TextTokenizer::load(dir, &Default::default()).unwrap()
+pub fn load_tokenizer(dir: &Path) -> Tokenizer {
+    Tokenizer::from_dir(dir).unwrap()
 }
 
 /// Writes JSONL lines (each a JSON value) to `path`.
@@ -93,7 +94,7 @@ pub fn parse_config(yaml: &str) -> DataConfig {
 pub fn prepare_and_open(config: &DataConfig, tok_dir: &Path, cache: &Path) -> PreparedData {
     let tok = load_tokenizer(tok_dir);
     data::prepare(config, &tok, &PrepareOptions { cache_dir: cache.to_path_buf(), progress: false, force: false }).unwrap();
-    PreparedData::open(cache, config, Some(tok.hash())).unwrap()
+    PreparedData::open(cache, config, Some(&tok)).unwrap()
 }
 
 /// A YAML-safe path string.

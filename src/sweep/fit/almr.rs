@@ -8,7 +8,6 @@
 //! the simplest form that lets the optimum move with the ratio (see docs/sweep.md).
 
 use super::lm::{self, Fit};
-use super::linalg;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -120,7 +119,7 @@ pub fn fit_almr(points: &[(f64, f64, f64)]) -> Result<AlmrFit> {
             (r, best.ln())
         })
         .collect();
-    let uv = linalg::least_squares(&per_ratio_best.iter().map(|(r, _)| vec![1.0, *r]).collect::<Vec<_>>(), &per_ratio_best.iter().map(|p| p.1).collect::<Vec<_>>())
+    let uv = lm::linear_least_squares(&per_ratio_best.iter().map(|(r, _)| vec![1.0, *r]).collect::<Vec<_>>(), &per_ratio_best.iter().map(|p| p.1).collect::<Vec<_>>())
         .unwrap_or_else(|| vec![per_ratio_best[0].1, 0.0]);
     let mut starts = Vec::new();
     for (du, dv) in [(0.0, 0.0), (0.5, 0.0), (-0.5, 0.0), (0.0, 1.0), (0.0, -1.0)] {
@@ -132,7 +131,7 @@ pub fn fit_almr(points: &[(f64, f64, f64)]) -> Result<AlmrFit> {
                 if quadratic { vec![1.0, *r, r * r, d * d] } else { vec![1.0, *r, d * d] }
             })
             .collect();
-        if let Some(mut b) = linalg::least_squares(&design, &losses) {
+        if let Some(mut b) = lm::linear_least_squares(&design, &losses) {
             b.extend([u, v]);
             starts.push(b);
         }

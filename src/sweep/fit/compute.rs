@@ -4,7 +4,6 @@
 //! of order one; A is reported in raw FLOPs units as A = A' * C0^alpha.
 
 use super::lm::{self, Fit};
-use super::linalg;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -73,7 +72,7 @@ pub fn fit_compute_law(points: &[(f64, f64)]) -> Result<ComputeLaw> {
         let e = lo - f * span;
         let design: Vec<Vec<f64>> = xs.iter().map(|x| vec![1.0, x.ln()]).collect();
         let z: Vec<f64> = ys.iter().map(|y| (y - e).ln()).collect();
-        if let Some(b) = linalg::least_squares(&design, &z) {
+        if let Some(b) = lm::linear_least_squares(&design, &z) {
             let p = vec![e, b[0].exp(), -b[1]];
             if p.iter().all(|v| v.is_finite()) {
                 starts.push(p);

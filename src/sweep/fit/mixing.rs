@@ -5,7 +5,6 @@
 //! ("rest") is implied and absorbed into k_i, so the law is fitted on the free shares.
 
 use super::lm::{self, Fit};
-use super::linalg;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -92,7 +91,7 @@ fn starting_points(shares: &[Vec<f64>], losses: &[f64]) -> Vec<Vec<f64>> {
         for (c, sign) in [(lo - f * span, 1.0), (hi + f * span, -1.0)] {
             let design: Vec<Vec<f64>> = shares.iter().map(|r| std::iter::once(1.0).chain(r.iter().cloned()).collect()).collect();
             let z: Vec<f64> = losses.iter().map(|y| (sign * (y - c)).ln()).collect();
-            if let Some(b) = linalg::least_squares(&design, &z) {
+            if let Some(b) = lm::linear_least_squares(&design, &z) {
                 let mut p = vec![c, sign * b[0].exp()];
                 p.extend_from_slice(&b[1..]);
                 if p.iter().all(|v| v.is_finite()) {
