@@ -58,19 +58,7 @@ YAML
 
 # mean step time and tokens/s of cpt from metrics.jsonl, steps after the warm-up
 cpt_stats() { # metrics warmup
-    "$PYTHON" - "$1" "$2" <<'PY'
-import json, sys, statistics
-recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-steps = [r for r in recs if "kind" not in r]
-w = int(sys.argv[2])
-a, b = steps[w - 1], steps[-1]
-n = b["step"] - a["step"]
-dt = b["elapsed_s"] - a["elapsed_s"]
-per = [s["elapsed_s"] - p["elapsed_s"] for p, s in zip(steps[w - 1:], steps[w:])]
-print(json.dumps({"step_s_mean": dt / n, "step_s_median": statistics.median(per),
-                  "tokens_per_s": (b["tokens"] - a["tokens"]) / dt, "timed_steps": n,
-                  "first_loss": steps[0]["loss"], "last_loss": b["loss"]}))
-PY
+    "$PYTHON" scripts/cpt_step_stats.py "$1" "$2"
 }
 
 ROWS=()

@@ -8,13 +8,21 @@ non-embedding weights only, as cpt), global-norm clipping and thread count. The 
 the token shards cpt prepared (`tokens.bin` of one source), cut into consecutive windows
 of seq_len + 1 tokens like cpt's sampler.
 
-Prints one JSON line: mean and median step time and tokens/s over the steps after warm-up.
+With --lora-rank R the model trains PEFT LoRA adapters instead (scripts/bench_lora.sh):
+`get_peft_model` with r R, --lora-alpha, --lora-dropout and --lora-targets (default
+all-linear); the frozen base gets no gradient and no optimiser state, the adapters are
+decayed like every other 2-D tensor.
+
+Prints one JSON line: mean and median step time and tokens/s over the steps after warm-up,
+and the process's peak resident set.
 
 usage: bench_train_torch.py --model DIR --shard DIR --micro-batch B --seq-len T
                             [--grad-accum N] [--steps N] [--warmup N] [--threads N]
+                            [--lora-rank R [--lora-alpha A] [--lora-dropout P] [--lora-targets all-linear|q_proj,v_proj]]
 """
 import argparse
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -51,14 +59,22 @@ def windows(tokens: np.ndarray, batch: int, seq_len: int):
         yield torch.from_numpy(np.stack(rows))
 
 
-def model_and_optimizer(model_dir, lr, weight_decay):
+def model_and_optimizer(model_dir, lr, weight_decay, lora=None):
     """The f32 model in training mode and AdamW with cpt's decay groups (2-D weights other
-    than the input embeddings decay)."""
+    than the input embeddings decay) over its trainable parameters. `lora`: a dict of
+    `rank`, `alpha`, `dropout`, `targets` to wrap the model in PEFT LoRA adapters first."""
     torch.manual_seed(0)
     model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+        targets = lora["targets"] if lora["targets"] == "all-linear" else lora["targets"].split(",")
+        model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"],
+                                                 lora_dropout=lora["dropout"], target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.dim() >= 2 and "embed_tokens" not in n]
+    no_decay = [p for n, p in trainable if not (p.dim() >= 2 and "embed_tokens" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.95), eps=1e-8,
@@ -79,10 +95,18 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--lora-rank", type=int, default=0, help="train PEFT LoRA adapters of this rank (0: full training)")
+    ap.add_argument("--lora-alpha", type=float, default=16.0)
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
+    ap.add_argument("--lora-targets", default="all-linear")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, opt = model_and_optimizer(args.model, args.lr, args.weight_decay)
+    lora = None
+    if args.lora_rank:
+        lora = {"rank": args.lora_rank, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                "targets": args.lora_targets}
+    model, opt = model_and_optimizer(args.model, args.lr, args.weight_decay, lora)
     data = windows(load_tokens(args.shard), args.micro_batch, args.seq_len)
     vocab = model.config.vocab_size
 
@@ -97,7 +121,7 @@ def main():
             loss = F.cross_entropy(logits.reshape(-1, vocab).float(), y.reshape(-1)) / args.grad_accum
             loss.backward()
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], args.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
@@ -108,11 +132,13 @@ def main():
     tokens_per_step = args.micro_batch * args.seq_len * args.grad_accum
     mean = sum(step_times) / len(step_times)
     print(json.dumps({
-        "impl": "torch",
+        "impl": "torch + peft" if args.lora_rank else "torch",
         "torch": torch.__version__,
         "threads": args.threads,
         "attn": model.config._attn_implementation,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for _, p in trainable),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "timed_steps": len(step_times),
         "step_s_mean": mean,
         "step_s_median": statistics.median(step_times),

@@ -35,6 +35,9 @@ enum Command {
     /// Extend a tokenizer's vocabulary and resize the model to match.
     #[command(subcommand)]
     Vocab(cli::vocab::VocabCommand),
+    /// LoRA adapters: merge one into its base model.
+    #[command(subcommand)]
+    Lora(cli::lora::LoraCommand),
     /// Run a grid of proxy training runs (mixture ratio x learning rate, sizes, budgets).
     Sweep(cli::sweep::SweepArgs),
     /// Fit mixing laws, the LR-ratio relation and compute laws to sweep results.
@@ -57,6 +60,7 @@ fn main() {
         Command::Score(a) => cli::score::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Vocab(c) => cli::vocab::run(c),
+        Command::Lora(c) => cli::lora::run(c),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Fit(a) => cli::fit::run(a),
         Command::Topics(c) => cli::topics::run(c),

@@ -6,7 +6,9 @@
 //!     in transformers, and `--resume` finishes the run; a stopped rank is named by the
 //!     watchdog;
 //! (d) SIGTERM to one rank gives one coordinated checkpoint;
-//! (e) bad launches end in clear errors.
+//! (e) bad launches end in clear errors;
+//! and LoRA with adapter dropout over 2 ranks matches 1 rank for ZeRO-0 and 1 (ZeRO-3 is
+//! refused).
 #![cfg(feature = "mpi")]
 
 mod train_common;
@@ -71,8 +73,12 @@ fn ckpt(run_dir: &Path, step: u64) -> PathBuf {
 
 /// Every parameter's moments of a checkpoint, read whole whatever world size wrote them.
 fn moments(dir: &Path) -> HashMap<String, Vec<f32>> {
+    moments_of(dir, &CausalLm::from_pretrained(dir, &Device::Cpu, DType::F32).unwrap())
+}
+
+/// As [`moments`] for the trainable parameters of `model` (e.g. a checkpoint's adapter).
+fn moments_of(dir: &Path, model: &CausalLm) -> HashMap<String, Vec<f32>> {
     let source = StateSource::open(&dir.join("trainer_state")).unwrap();
-    let model = CausalLm::from_pretrained(dir, &Device::Cpu, DType::F32).unwrap();
     let mut out = HashMap::new();
     for (name, var) in model.named_parameters() {
         for suffix in ["exp_avg", "exp_avg_sq"] {
@@ -117,6 +123,36 @@ fn two_ranks_match_one_rank_with_twice_the_accumulation_for_zero_0_1_3() {
         let sharded = ckpt(&b, 10).join("trainer_state/optimizer_shards");
         assert_eq!(sharded.join("COMPLETE").is_file(), zero != 0, "ZeRO-{zero} writes one shard per rank");
     }
+}
+
+/// LoRA (adapter dropout on) over 2 ranks x 1 micro-batch ends bit-identical to 1 rank x 2:
+/// adapters, moments, losses and norms, for ZeRO-0 and 1. ZeRO-3 shards trainable decoder
+/// weights, which a LoRA run does not have: refused with a message naming both sections.
+#[test]
+fn lora_over_two_ranks_matches_one_rank_and_zero_3_is_refused() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let lora = "lora: {rank: 4, alpha: 8, dropout: 0.1, target_modules: all-linear}";
+    for zero in [0, 1] {
+        let extra = format!(
+            "parallel: {{zero: {zero}, timeout_s: 30}}\n{lora}\nbatch: {{micro_batch: 2, seq_len: 32, grad_accum: 2}}\ncheckpoint: {{every_steps: 5, keep_last: 3, dtype: f32}}"
+        );
+        let one = config(dir.path(), &format!("lora-one{zero}"), 10, &extra);
+        let two = config(dir.path(), &format!("lora-two{zero}"), 10, &extra);
+        ok(train(&one, &[]));
+        ok(run(mpi_train(2, &two, &[])));
+        let (a, b) = (ckpt(&dir.path().join(format!("lora-one{zero}")), 10), ckpt(&dir.path().join(format!("lora-two{zero}")), 10));
+        let adapter = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+        assert_eq!(adapter(&a), adapter(&b), "ZeRO-{zero}: adapters after 10 steps");
+        let model = CausalLm::from_pretrained_with_adapter(&base_model(), Some(&a), &Device::Cpu, DType::F32).unwrap();
+        assert!(model.named_parameters().iter().all(|(n, _)| n.contains("lora_")), "only adapters train");
+        assert_eq!(moments_of(&a, &model), moments_of(&b, &model), "ZeRO-{zero}: moments after 10 steps");
+        let (la, lb) = (losses_and_norms(a.parent().unwrap().parent().unwrap()), losses_and_norms(b.parent().unwrap().parent().unwrap()));
+        assert_eq!(la, lb, "ZeRO-{zero}: losses and gradient norms");
+    }
+    let extra = format!("parallel: {{zero: 3, timeout_s: 30}}\n{lora}\nkernels: {{recompute: true}}\nbatch: {{micro_batch: 2, seq_len: 32, grad_accum: 2}}");
+    let out = run(mpi_train(2, &config(dir.path(), "lora-zero3", 2, &extra), &[]));
+    assert!(!out.status.success() && text(&out).contains("parallel.zero: 3") && text(&out).contains("LoRA"), "{}", text(&out));
 }
 
 /// Model weights of a checkpoint, by name.

@@ -7,11 +7,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use cpt::kernels::adamw::{adamw_step, AdamWSlot, AdamWStep};
 use cpt::kernels::attention::flash_attention;
 use cpt::kernels::cross_entropy::chunked_cross_entropy;
+use cpt::kernels::lora_linear::{lora_linear, Adapter};
 use cpt::kernels::recompute::{recompute, GradSink};
 use cpt::kernels::rms_norm::rms_norm;
 use cpt::kernels::rope::{half_tables, rope, RopeTable};
 use cpt::kernels::swiglu::swiglu;
 use cpt::kernels::KernelMode;
+use cpt::model::lora::dropout::DropoutStream;
+use cpt::model::ops;
 use kernels_common as common;
 use kernels_common::{assert_close, fixture, get, randn, value_and_grads};
 
@@ -316,6 +319,62 @@ fn recompute_gives_the_same_gradients() {
         assert_close(grads.get(v).unwrap(), plain.get(v).unwrap(), 1e-5, &format!("param {i} grad"));
     }
     assert_close(grads.get(&input).unwrap(), plain.get(&input).unwrap(), 1e-5, "input grad");
+}
+
+#[test]
+fn lora_linear_matches_composed_with_dropout() {
+    // x [2, 5, 24] -> out 16, rank 4, with a frozen bias; the reference is the adapter term
+    // written with candle's ops (the composed path PEFT's fixtures check), same masks.
+    let (w, bias) = (randn(&[16, 24], 40, DType::F32), randn(&[16], 41, DType::F32));
+    let (x, a, b) = (randn(&[2, 5, 24], 42, DType::F32), randn(&[4, 24], 43, DType::F32), randn(&[16, 4], 44, DType::F32));
+    let g = randn(&[2, 5, 16], 45, DType::F32);
+    let scaling = 0.75;
+    for (p, dtype, tol) in [(0.0, DType::F32, 1e-6), (0.3, DType::F32, 1e-6), (0.3, DType::BF16, 2e-2)] {
+        let dropout = DropoutStream::new(p, 7).next().map(|d| (d, 5));
+        let (w, bias) = (w.to_dtype(dtype).unwrap(), bias.to_dtype(dtype).unwrap());
+        let cast = |t: &Tensor| t.to_dtype(dtype);
+        let fused = |t: &[Tensor]| {
+            let (a, b) = (cast(&t[1])?, cast(&t[2])?);
+            lora_linear(&cast(&t[0])?, &w, Some(&bias), Adapter { a: &a, b: &b, scaling, dropout })
+        };
+        let composed = |t: &[Tensor]| {
+            let x = cast(&t[0])?;
+            let dropped = match dropout {
+                Some((d, site)) => d.apply(&x, site)?,
+                None => x.clone(),
+            };
+            let delta = ops::linear(&ops::linear(&dropped, &cast(&t[1])?, None)?, &cast(&t[2])?, None)?.affine(scaling, 0.0)?;
+            ops::linear(&x, &w, Some(&bias))? + delta
+        };
+        let (yf, gf) = value_and_grads(&[&x, &a, &b], &g, fused);
+        let (yc, gc) = value_and_grads(&[&x, &a, &b], &g, composed);
+        let what = format!("{dtype:?} dropout {p}");
+        assert_close(&yf, &yc, tol, &format!("{what} y"));
+        for (i, name) in ["dx", "dA", "dB"].iter().enumerate() {
+            assert_close(&gf[i], &gc[i], tol, &format!("{what} {name}"));
+        }
+        if p > 0.0 && dtype == DType::F32 {
+            let no_dropout = |t: &[Tensor]| lora_linear(&t[0], &w, Some(&bias), Adapter { a: &t[1], b: &t[2], scaling, dropout: None });
+            let (y0, g0) = value_and_grads(&[&x, &a, &b], &g, no_dropout);
+            assert!(common::rel_err(&y0, &yf) > 1e-2 && common::rel_err(&g0[1], &gf[1]) > 1e-2, "the dropout masks act");
+        }
+    }
+
+    // An input that depends on no variable (frozen embeddings) gets no gradient; A and B
+    // get the same ones.
+    let (va, vb) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
+    let dropout = DropoutStream::new(0.3, 7).next().map(|d| (d, 5));
+    let y = lora_linear(&x, &w, Some(&bias), Adapter { a: va.as_tensor(), b: vb.as_tensor(), scaling, dropout }).unwrap();
+    let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none(), "a frozen input keeps no gradient");
+    let fused = |t: &[Tensor]| lora_linear(&t[0], &w, Some(&bias), Adapter { a: &t[1], b: &t[2], scaling, dropout });
+    let (_, tracked) = value_and_grads(&[&x, &a, &b], &g, fused);
+    assert_close(grads.get(&va).unwrap(), &tracked[1], 0.0, "dA with a frozen input");
+    assert_close(grads.get(&vb).unwrap(), &tracked[2], 0.0, "dB with a frozen input");
+
+    let trained_w = Var::from_tensor(&w).unwrap();
+    let err = lora_linear(&x, trained_w.as_tensor(), None, Adapter { a: &a, b: &b, scaling, dropout: None }).unwrap_err();
+    assert!(err.to_string().contains("must be frozen"), "{err}");
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct GenerateArgs {
     /// Model directory in Hugging Face layout (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
+    /// A PEFT LoRA adapter directory to apply to the model (unmerged).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// One prompt; its output is streamed to standard output.
     #[arg(long, conflicts_with = "prompts", required_unless_present = "prompts")]
     prompt: Option<String>,
@@ -73,7 +76,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let device = device_info::select(&args.device).context("--device")?;
     let dtype = parse_dtype(&args.dtype).context("--dtype")?;
-    let model = CausalLm::from_pretrained(&args.model, &device, dtype).with_context(|| format!("loading model {}", args.model.display()))?;
+    let model = CausalLm::from_pretrained_with_adapter(&args.model, args.adapter.as_deref(), &device, dtype)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     let tok = Tokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let template = if args.chat { Some(ChatTemplate::from_dir(&args.model)?) } else { None };
 

@@ -5,6 +5,7 @@ pub mod fit;
 pub mod generate;
 mod generation_args;
 pub mod init;
+pub mod lora;
 pub mod plan;
 pub mod plot;
 pub mod prepare;

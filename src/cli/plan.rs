@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use cpt::config::count::parse_count;
 use cpt::config::load_config;
 use cpt::config::schema::{DeviceKind, OptimKind};
-use cpt::dist::plan::{plan_all, render, PlanInput, GIB};
+use cpt::dist::plan::{plan_all, render, LoraCounts, PlanInput, GIB};
+use cpt::model::lora::{targets, LoraConfig};
 use cpt::model::init::{build_config, preset, SizeOverrides};
 use cpt::model::{Architecture, ModelConfig};
 
@@ -42,6 +43,7 @@ fn parse_memory(text: &str) -> std::result::Result<u64, String> {
 pub fn run(args: PlanArgs) -> Result<()> {
     let cfg = load_config(&args.config, &args.set)?;
     let model = model_config(&cfg)?;
+    let lora = cfg.lora.as_ref().map(|l| lora_counts(l, &model)).transpose().context("lora")?;
     let gpu = cfg.run.device == DeviceKind::Cuda;
     let moments = match cfg.optim.kind {
         OptimKind::Adamw => 2,
@@ -60,6 +62,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         device_memory: args.device_memory as f64,
         runtime_bytes: args.runtime.map(|b| b as f64).unwrap_or(if gpu { 0.5 * GIB } else { 0.05 * GIB }),
         bucket_elems: cfg.parallel.bucket_elems(),
+        lora,
     };
     let plans = plan_all(&input);
     if args.json {
@@ -68,6 +71,29 @@ pub fn run(args: PlanArgs) -> Result<()> {
         print!("{}", render(&input, &plans));
     }
     Ok(())
+}
+
+/// What the `lora:` section trains on `model`: adapters on its resolved target layers and
+/// the saved modules.
+fn lora_counts(lora: &LoraConfig, model: &ModelConfig) -> Result<LoraCounts> {
+    let settings = lora.resolve(None, model)?;
+    let sites = targets::resolve(model, &settings.targets)?;
+    let adapter_sizes: Vec<f64> = sites
+        .iter()
+        .flat_map(|site| {
+            let (out, inp) = site.kind.shape(model);
+            [(settings.rank * inp) as f64, (settings.rank * out) as f64]
+        })
+        .collect();
+    let saved: Vec<f64> =
+        settings.modules_to_save.iter().map(|_| (model.vocab_size * model.hidden_size) as f64).collect();
+    // A fold from +0.0: an empty float `sum` is -0.0, which would print as "-0.0M".
+    let total = |v: &[f64]| v.iter().fold(0.0, |a, b| a + b);
+    Ok(LoraCounts {
+        adapters: total(&adapter_sizes),
+        saved: total(&saved),
+        largest: adapter_sizes.iter().chain(&saved).copied().fold(0.0, f64::max),
+    })
 }
 
 /// The model's `config.json`, or the one `model.init` would create.

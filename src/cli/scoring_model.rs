@@ -14,6 +14,9 @@ pub struct ScoringModelArgs {
     /// Model directory in Hugging Face layout (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory to apply to the model (unmerged).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Context length (default: the model's max_position_embeddings).
     #[arg(long)]
     pub max_len: Option<usize>,
@@ -39,7 +42,7 @@ impl ScoringModelArgs {
     pub fn load(&self) -> Result<ScoringModel> {
         let device = device_info::select(&self.device).context("--device")?;
         let dtype = parse_dtype(&self.dtype).context("--dtype")?;
-        let lm = CandleLm::load(&self.model, &device, dtype, self.max_len)?;
+        let lm = CandleLm::load_with_adapter(&self.model, self.adapter.as_deref(), &device, dtype, self.max_len)?;
         let tokenizer = Tokenizer::from_dir(&self.model)
             .with_context(|| format!("loading the tokenizer of {}", self.model.display()))?;
         Ok(ScoringModel { lm, tokenizer, engine: EngineOptions { batch_tokens: self.batch_tokens.max(1) } })

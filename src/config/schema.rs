@@ -4,6 +4,7 @@ use super::Count;
 use crate::data::config::DataConfig;
 pub use crate::dist::config::ParallelConfig;
 use crate::kernels::KernelSettings;
+use crate::model::lora::LoraConfig;
 use crate::train::schedule::{DecayShape, Unit};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ pub struct TrainConfig {
     /// (docs/distributed.md). Left out of saved configs while at its defaults.
     #[serde(default, skip_serializing_if = "ParallelConfig::is_default")]
     pub parallel: ParallelConfig,
+    /// Train LoRA adapters (and `modules_to_save`) instead of every weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

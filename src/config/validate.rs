@@ -111,6 +111,26 @@ impl TrainConfig {
             check(g.temperature >= 0.0 && g.temperature.is_finite(), "eval.generate.temperature", "must be >= 0 (0: greedy)");
         }
 
+        if let Some(lora) = &self.lora {
+            for problem in lora.problems() {
+                let (path, what) = problem.split_once(": ").unwrap_or(("lora", problem.as_str()));
+                check(false, path, what);
+            }
+            if let Some(freeze) = &self.freeze {
+                check(
+                    freeze.train_only == super::FreezeTarget::NewVocabRows,
+                    "freeze.train_only",
+                    "with lora, freeze restricts the saved modules: only new_vocab_rows applies (the adapters always train)",
+                );
+                // An adapter to continue (init_from) may bring its own modules_to_save.
+                let saves = match (&lora.modules_to_save, &lora.init_from) {
+                    (Some(m), _) => !m.is_empty(),
+                    (None, from) => from.is_some(),
+                };
+                check(saves, "freeze", "with lora, list embed_tokens and/or lm_head in lora.modules_to_save for their new rows to train");
+            }
+        }
+
         let g = &self.guard;
         if let Some(k) = g.spike_sigma {
             check(k.is_finite() && k > 0.0, "guard.spike_sigma", "must be > 0 (or null to disable)");

@@ -65,7 +65,7 @@ impl ParallelOptimizer {
                 let opt = ShardedOptimizer::new(layout, world.rank(), params, settings)?;
                 let layers = if zero == ZeroStage::Zero3 {
                     let layers = Arc::new(ShardedLayers::new(Arc::clone(world.comm()), &opt, compute_dtype, bucket)?);
-                    model.release_layers(Arc::clone(&layers) as Arc<dyn crate::model::LayerWeights>);
+                    model.release_layers(Arc::clone(&layers) as Arc<dyn crate::model::LayerWeights>)?;
                     Some(layers)
                 } else {
                     None

@@ -39,6 +39,26 @@ pub struct PlanInput {
     /// GPU; the process itself on a CPU).
     pub runtime_bytes: f64,
     pub bucket_elems: usize,
+    /// A LoRA run: the frozen base in the compute dtype, only these parameters train.
+    pub lora: Option<LoraCounts>,
+}
+
+/// What a LoRA run trains (`lora:`; docs/lora.md#memory).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LoraCounts {
+    /// Adapter parameters: rank x the sum of (in + out) over the adapted layers.
+    pub adapters: f64,
+    /// Parameters of the saved modules (`modules_to_save`), trained whole.
+    pub saved: f64,
+    /// The largest trainable tensor (the update's temporaries).
+    pub largest: f64,
+}
+
+impl LoraCounts {
+    /// Trainable parameters in all.
+    pub fn trainable(&self) -> f64 {
+        self.adapters + self.saved
+    }
 }
 
 /// One line of a plan.
@@ -133,7 +153,8 @@ pub fn plan_all(input: &PlanInput) -> Vec<Plan> {
     let mut out = Vec::new();
     for zero in [ZeroStage::Zero0, ZeroStage::Zero1, ZeroStage::Zero3] {
         for recompute in [false, true] {
-            if zero == ZeroStage::Zero3 && !recompute {
+            // ZeRO-3 trains with recomputation only, and shards no frozen LoRA base.
+            if zero == ZeroStage::Zero3 && (!recompute || input.lora.is_some()) {
                 continue;
             }
             out.push(plan_one(input, zero, recompute));
@@ -169,11 +190,13 @@ fn params_m(n: f64) -> String {
 }
 
 fn terms(input: &PlanInput, zero: ZeroStage, recompute: bool, micro_batch: usize) -> Vec<Term> {
+    if let Some(lora) = input.lora {
+        return lora_terms(input, &lora, zero, recompute, micro_batch);
+    }
     let n = counts(&input.model);
     let w = input.devices.max(1) as f64;
     let c = bytes_of(input.compute);
     let cname = format!("{:?}", input.compute).to_lowercase();
-    let layers = input.model.num_hidden_layers as f64;
     let mut t = Vec::new();
     let mut term = |name: &'static str, bytes: f64, formula: String| t.push(Term { name, bytes, formula });
 
@@ -234,7 +257,23 @@ fn terms(input: &PlanInput, zero: ZeroStage, recompute: bool, micro_batch: usize
         4.0 * (1 + input.moments) as f64 * n.largest / shards,
         format!("(1 + {}) x 4 B x the largest tensor's {} / {}", input.moments, params_m(n.largest), shards),
     );
-    // Activations.
+    activation_term(input, recompute, micro_batch, &mut term);
+    if input.devices > 1 {
+        let unit = if sharded { n.largest_unit } else { 0.0 };
+        term(
+            "communication buffers",
+            4.0 * (3.0 * input.bucket_elems as f64).min(3.0 * n.total) + 4.0 * unit,
+            format!("3 x 4 B x the bucket ({} elements){}", input.bucket_elems, if sharded { format!(" + 4 B x the largest unit ({})", params_m(unit)) } else { String::new() }),
+        );
+    }
+    t
+}
+
+/// The activations a micro-batch keeps for its backward (the same with or without LoRA:
+/// `kernels::lora_linear` keeps what a plain linear layer keeps, plus a rank-r product).
+fn activation_term(input: &PlanInput, recompute: bool, micro_batch: usize, term: &mut impl FnMut(&'static str, f64, String)) {
+    let c = bytes_of(input.compute);
+    let layers = input.model.num_hidden_layers as f64;
     let seqs = micro_batch as f64;
     let per_layer = layer_activation_bytes(&input.model, input.seq_len, input.compute, &input.kernels) * seqs;
     let head = head_activation_bytes(&input.model, input.seq_len, input.compute, &input.kernels) * seqs;
@@ -257,12 +296,57 @@ fn terms(input: &PlanInput, zero: ZeroStage, recompute: bool, micro_batch: usize
             format!("({layers} layers + 1 for the backward) x {} + head {}", gib(per_layer), gib(head)),
         );
     }
+}
+
+/// A LoRA run: the frozen base in the compute dtype (no f32 master, gradient or moments);
+/// the adapters and saved modules as a full run's parameters (docs/lora.md#memory).
+fn lora_terms(input: &PlanInput, lora: &LoraCounts, zero: ZeroStage, recompute: bool, micro_batch: usize) -> Vec<Term> {
+    let n = counts(&input.model);
+    let p = lora.trainable();
+    let w = input.devices.max(1) as f64;
+    let c = bytes_of(input.compute);
+    let cname = format!("{:?}", input.compute).to_lowercase();
+    let mut t = Vec::new();
+    let mut term = |name: &'static str, bytes: f64, formula: String| t.push(Term { name, bytes, formula });
+
+    term("runtime", input.runtime_bytes, "CUDA context and workspaces, or the process itself on a CPU".into());
+    term("frozen base", c * n.total, format!("{c} B x {} parameters ({cname}, no gradient or optimiser state)", params_m(n.total)));
+    term(
+        "trainable weights",
+        4.0 * p,
+        format!("4 B x ({} adapter + {} saved-module parameters) (f32)", params_m(lora.adapters), params_m(lora.saved)),
+    );
+    let accumulating = input.grad_accum as f64 / w > 1.0 || w > 1.0;
+    term(
+        "gradients",
+        4.0 * p * if accumulating { 2.0 } else { 1.0 },
+        format!("4 B x {}{}", params_m(p), if accumulating { " x 2 (the backward's store and the step's sum)" } else { " (f32)" }),
+    );
+    let sharded = zero != ZeroStage::Zero0;
+    if sharded {
+        term("gradient shards", 4.0 * p / w, format!("4 B x {} / {} ranks (reduce-scattered)", params_m(p), w));
+        term("master weights", 4.0 * p / w, format!("4 B x {} / {} ranks (f32)", params_m(p), w));
+    }
+    let shards = if sharded { w } else { 1.0 };
+    if input.moments > 0 {
+        term(
+            "optimiser moments",
+            4.0 * input.moments as f64 * p / shards,
+            format!("{} x 4 B x {} / {} (f32)", input.moments, params_m(p), shards),
+        );
+    }
+    term(
+        "update temporaries",
+        4.0 * (1 + input.moments) as f64 * lora.largest / shards,
+        format!("(1 + {}) x 4 B x the largest trainable tensor's {} / {}", input.moments, params_m(lora.largest), shards),
+    );
+    activation_term(input, recompute, micro_batch, &mut term);
     if input.devices > 1 {
-        let unit = if sharded { n.largest_unit } else { 0.0 };
+        let unit = if sharded { lora.largest } else { 0.0 };
         term(
             "communication buffers",
-            4.0 * (3.0 * input.bucket_elems as f64).min(3.0 * n.total) + 4.0 * unit,
-            format!("3 x 4 B x the bucket ({} elements){}", input.bucket_elems, if sharded { format!(" + 4 B x the largest unit ({})", params_m(unit)) } else { String::new() }),
+            4.0 * (3.0 * input.bucket_elems as f64).min(3.0 * p) + 4.0 * unit,
+            format!("3 x 4 B x the bucket ({} elements, at most the trainable parameters){}", input.bucket_elems, if sharded { format!(" + 4 B x the largest tensor ({})", params_m(unit)) } else { String::new() }),
         );
     }
     t
@@ -324,7 +408,27 @@ mod tests {
             device_memory: 80.0 * GIB,
             runtime_bytes: 0.5 * GIB,
             bucket_elems: 8 << 20,
+            lora: None,
         }
+    }
+
+    /// Llama-3-8B, LoRA r 16 on all linear layers (docs/lora.md#memory): the base in bf16
+    /// and 16 B per adapter parameter, no ZeRO-3 plan.
+    #[test]
+    fn a_lora_plan_keeps_the_base_in_the_compute_dtype_and_trains_the_adapters() {
+        let mut lora_input = input(1);
+        let adapters = 16.0 * 81920.0 * 32.0;
+        lora_input.lora = Some(LoraCounts { adapters, saved: 0.0, largest: 16.0 * 14336.0 });
+        let plans = plan_all(&lora_input);
+        assert!(plans.iter().all(|p| p.zero != ZeroStage::Zero3), "ZeRO-3 shards no frozen base");
+        let p = plans.iter().find(|p| p.zero == ZeroStage::Zero0 && p.recompute).unwrap();
+        let get = |name: &str| p.terms.iter().find(|t| t.name == name).map(|t| t.bytes).unwrap();
+        assert_eq!(get("frozen base"), 2.0 * counts(&lora_input.model).total);
+        assert_eq!(get("trainable weights") + get("optimiser moments"), 12.0 * adapters);
+        let full = plan_one(&input(1), ZeroStage::Zero0, true);
+        let act = |p: &Plan| p.terms.iter().find(|t| t.name == "activations").unwrap().bytes;
+        assert_eq!(act(p), act(&full), "the same activations as a full run");
+        assert!(p.total < full.total / 4.0, "{} vs {}", p.total, full.total);
     }
 
     #[test]

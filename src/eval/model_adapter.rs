@@ -50,7 +50,13 @@ impl CandleLm {
     }
 
     pub fn load(dir: &std::path::Path, device: &Device, dtype: DType, max_len: Option<usize>) -> Result<Self> {
-        let model = CausalLm::from_pretrained(dir, device, dtype).with_context(|| format!("loading model {}", dir.display()))?;
+        Self::load_with_adapter(dir, None, device, dtype, max_len)
+    }
+
+    /// The model of `dir`, with the PEFT adapter of `adapter` applied (unmerged) when given.
+    pub fn load_with_adapter(dir: &std::path::Path, adapter: Option<&std::path::Path>, device: &Device, dtype: DType, max_len: Option<usize>) -> Result<Self> {
+        let model = CausalLm::from_pretrained_with_adapter(dir, adapter, device, dtype)
+            .with_context(|| format!("loading model {}", dir.display()))?;
         Ok(Self::new(model, max_len))
     }
 

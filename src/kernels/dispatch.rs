@@ -174,7 +174,11 @@ pub fn token_nll_from_hidden(
         bail!("token_nll: hidden states are [{b}, {t}, {h}] but targets are {:?}", targets.dims())
     }
     match mode {
-        KernelMode::Composed => loss::token_nll(&ops::linear(hidden, head, None)?.to_dtype(DType::F32)?, targets),
+        KernelMode::Composed => {
+            // A frozen head (LoRA) gets no gradient.
+            let logits = if head.track_op() { ops::linear(hidden, head, None)? } else { super::frozen_linear::frozen_linear(hidden, head, None)? };
+            loss::token_nll(&logits.to_dtype(DType::F32)?, targets)
+        }
         KernelMode::Fused => {
             let nll = super::cross_entropy::chunked_cross_entropy(
                 &hidden.reshape((b * t, h))?,

@@ -15,6 +15,8 @@
 //! | cross-entropy over vocabulary chunks | [`cross_entropy::chunked_cross_entropy`] | hidden `[N,H]`, lm_head `[V,H]`, targets `[N]` |
 //! | multi-tensor AdamW | [`adamw::adamw_step`] | f32 params, grads, moments |
 //! | activation recomputation | [`recompute::recompute`] | any block `x -> y` |
+//! | linear layer with a frozen weight (no weight gradient) | [`frozen_linear::frozen_linear`] | x `[..,in]`, w `[out,in]` |
+//! | frozen linear layer plus its LoRA term, intermediates not kept | [`lora_linear::lora_linear`] | x `[..,in]`, w `[out,in]`, A `[r,in]`, B `[out,r]` |
 //!
 //! [`dispatch`] gives the model one call per op that follows a [`KernelMode`];
 //! [`KernelSettings`] (the `kernels:` section of a training config) picks the mode, the fused
@@ -28,7 +30,9 @@ pub mod cross_entropy;
 pub(crate) mod cuda;
 pub mod device_info;
 pub mod dispatch;
+pub mod frozen_linear;
 mod host;
+pub mod lora_linear;
 mod precomputed;
 pub mod recompute;
 pub mod rms_norm;

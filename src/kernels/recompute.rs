@@ -82,7 +82,10 @@ where
     F: Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
 {
     let block: Arc<BlockFn> = Arc::new(block);
-    recompute_block(x, Arc::new(FixedParams { block, params: params.to_vec(), sink: sink.clone() }))
+    // candle records an op only on a tracked input: an input that depends on no variable
+    // (frozen embeddings under LoRA) becomes one, or the parameters would get no gradient.
+    let x = if x.track_op() || params.is_empty() { x.clone() } else { Var::from_tensor(x)?.as_tensor().clone() };
+    recompute_block(&x, Arc::new(FixedParams { block, params: params.to_vec(), sink: sink.clone() }))
 }
 
 /// As [`recompute`] for a [`Block`] that finds its parameters itself (e.g. gathers them

@@ -102,6 +102,24 @@ pub fn load_safetensors_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
+/// The dtype the weights of a checkpoint directory are stored in (bf16 or f16 if any tensor
+/// of its first file is, else f32), read from the safetensors header only.
+pub fn stored_dtype(dir: &Path) -> Result<DType> {
+    let path = checkpoint_files(dir)?.into_iter().next().context("no weight files")?;
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: read-only map, dropped before returning.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&mmap).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let dtypes: Vec<StDtype> = header.tensors().values().map(|info| info.dtype).collect();
+    Ok(if dtypes.contains(&StDtype::BF16) {
+        DType::BF16
+    } else if dtypes.contains(&StDtype::F16) {
+        DType::F16
+    } else {
+        DType::F32
+    })
+}
+
 /// Parses a dtype name as used on the command line and in configs.
 pub fn parse_dtype(name: &str) -> Result<DType> {
     match name {
@@ -210,7 +228,6 @@ pub fn save_safetensors_dir(
         }
     }
 
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let n = shards.len();
     let mut weight_map = BTreeMap::new();
     for (k, members) in shards.iter().enumerate() {
@@ -219,21 +236,11 @@ pub fn save_safetensors_dir(
         } else {
             format!("model-{:05}-of-{:05}.safetensors", k + 1, n)
         };
-        let mut data = Vec::with_capacity(members.len());
-        for &i in members {
-            let (name, t) = &tensors[i];
-            let b = to_bytes(t, dtype).with_context(|| format!("converting tensor `{name}`"))?;
-            data.push((name.clone(), b));
+        let members: Vec<(String, Tensor)> = members.iter().map(|&i| tensors[i].clone()).collect();
+        for (name, _) in &members {
             weight_map.insert(name.clone(), file_name.clone());
         }
-        let path = dir.join(&file_name);
-        safetensors::serialize_to_file(
-            data.iter().map(|(n, b)| (n.as_str(), b)),
-            metadata.clone(),
-            &path,
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
-        make_world_readable(&path)?;
+        save_safetensors_file(&dir.join(&file_name), &members, dtype)?;
     }
     if n > 1 {
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
@@ -242,6 +249,20 @@ pub fn save_safetensors_dir(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Writes `tensors` converted to `dtype` as one safetensors file (with the `format: pt`
+/// metadata transformers and PEFT expect).
+pub fn save_safetensors_file(path: &Path, tensors: &[(String, Tensor)], dtype: DType) -> Result<()> {
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let mut data = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let b = to_bytes(t, dtype).with_context(|| format!("converting tensor `{name}`"))?;
+        data.push((name.clone(), b));
+    }
+    safetensors::serialize_to_file(data.iter().map(|(n, b)| (n.as_str(), b)), metadata, path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    make_world_readable(path)
 }
 
 /// safetensors creates files readable by the owner only; checkpoints are meant to be shared.

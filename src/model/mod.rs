@@ -10,6 +10,7 @@
 //! - `packing`: document masks and per-document positions for packed rows
 //! - `loss`: per-token NLL
 //! - `io`: safetensors in/out (single file or sharded)
+//! - `lora`: LoRA adapters (PEFT-compatible), frozen base weights, merge
 //! - `init`: presets, seeded random init, byte-level BPE training
 pub mod causal_lm;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod init;
 pub mod io;
 pub mod kv_cache;
 mod layer;
+pub mod lora;
 pub mod loss;
 pub mod ops;
 pub mod packing;

@@ -1,5 +1,6 @@
-//! The freeze warm-up after a vocabulary extension (`freeze:`): for its first steps only the
-//! embeddings and lm_head train, or only the rows `cpt vocab extend` added.
+//! The freeze warm-up after a vocabulary extension (`freeze:`): for its first steps, of the
+//! base model's weights only the embeddings and lm_head train, or only the rows `cpt vocab
+//! extend` added (with LoRA, the saved modules' new rows, beside the adapters).
 use anyhow::{bail, Context, Result};
 
 use crate::config::{FreezeConfig, FreezeTarget, TrainConfig};

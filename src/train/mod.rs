@@ -3,6 +3,7 @@
 //!
 //! - `trainer`: `train` and the loop; each step calls the pieces below in order
 //! - `setup`: device, base model, threads, data and sampler, before the first step
+//! - `trained_model`: what trains (all weights, or LoRA adapters), how it loads and is checkpointed
 //! - `resume`: which checkpoint a run starts from, and restoring its state
 //! - `batch`: sampler windows -> micro-batches
 //! - `forward_backward`: gradients and losses of a step's micro-batches, reduced to the step's
@@ -31,5 +32,6 @@ pub mod samples;
 pub mod schedule;
 pub mod setup;
 pub mod tensorboard;
+pub mod trained_model;
 pub mod trainer;
 pub mod validate;

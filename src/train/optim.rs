@@ -16,6 +16,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::kernels::adamw::{adamw_step, AdamWSlot, AdamWStep};
+use crate::model::lora::peft::is_adapter_tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,8 +76,10 @@ pub fn freeze_masks(
     let mut trainable = 0;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let is_vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+        let is_vocab = is_vocab(name);
         let mask = match (is_vocab, target) {
+            // LoRA adapters are not base weights: they keep training through the phase.
+            _ if is_adapter_tensor(name) => UpdateMask::All,
             (false, _) => UpdateMask::Frozen,
             (true, FreezeTarget::Embeddings) => UpdateMask::All,
             (true, FreezeTarget::NewVocabRows) => UpdateMask::Rows(new_rows.to_vec()),
@@ -84,7 +87,7 @@ pub fn freeze_masks(
         trainable += is_vocab as usize;
         out.push((name.clone(), mask));
     }
-    ensure!(trainable > 0, "freeze: the model has no embed_tokens.weight or lm_head.weight parameter");
+    ensure!(trainable > 0, "freeze: the model has no trainable embed_tokens.weight or lm_head.weight parameter");
     Ok(out)
 }
 
@@ -315,9 +318,10 @@ impl Optimizer {
         self.slots.iter().map(|s| s.name.as_str())
     }
 
-    /// The `freeze:` phase of a config: only the embeddings and `lm_head` train
-    /// (`Embeddings`), or only their rows listed in `new_rows` (`NewVocabRows`, after a
-    /// vocabulary extension); everything else is frozen. `clear_masks` ends the phase.
+    /// The `freeze:` phase of a config: of the base model's weights, only the embeddings and
+    /// `lm_head` train (`Embeddings`), or only their rows listed in `new_rows`
+    /// (`NewVocabRows`, after a vocabulary extension); every other base weight is frozen.
+    /// LoRA adapters are not base weights and keep training. `clear_masks` ends the phase.
     pub fn freeze_for(&mut self, target: crate::config::FreezeTarget, new_rows: &[u32]) -> Result<()> {
         let names: Vec<String> = self.param_names().map(str::to_string).collect();
         for (name, mask) in freeze_masks(&names, target, new_rows)? {
@@ -541,6 +545,11 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// The input embeddings or the output head (the tensors with vocabulary rows).
+fn is_vocab(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight")
 }
 
 fn row_selector(var: &Var, rows: &[u32]) -> Result<Tensor> {

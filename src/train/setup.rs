@@ -130,11 +130,12 @@ pub fn print_start(cfg: &TrainConfig, model: &CausalLm, device: &Device, dtype: 
         );
     }
     eprintln!(
-        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, master weights f32, kernels {}; {} steps x {} tokens -> {}",
+        "cpt train: {} ({:.1}M parameters) on {}, compute {:?}, {}, kernels {}; {} steps x {} tokens -> {}",
         cfg.model.path.display(),
         model.num_parameters() as f64 / 1e6,
         device_line,
         dtype,
+        super::trained_model::describe(model, dtype),
         model.kernels().describe(),
         cfg.total_steps(),
         cfg.tokens_per_step(),

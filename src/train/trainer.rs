@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Var};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -16,7 +16,7 @@ use crate::dist::optimizer::{ParallelOptimizer, Reduced};
 use crate::dist::session::{RankStats, Session};
 use crate::dist::{Launch, World};
 use crate::kernels::KernelMode;
-use crate::model::causal_lm::{CausalLm, SaveOptions};
+use crate::model::causal_lm::CausalLm;
 use crate::util::atomic::write_file_atomic;
 use crate::util::progress::{RunSummary, TrainProgress};
 use crate::util::signals::StopSignal;
@@ -34,6 +34,7 @@ use super::samples::TrainingSamples;
 use super::schedule::Schedule;
 use super::setup::{configure_threads, ensure_model, flops_per_token, open_sampler, print_start, select_device};
 use super::tensorboard::TensorBoardWriter;
+use super::trained_model::{self, trainable};
 use super::validate::{validation_losses, ValidationSplit};
 
 pub use super::resume::Resume;
@@ -223,9 +224,9 @@ impl<'a> Trainer<'a> {
         let compute_dtype = cfg.run.dtype.to_candle();
         world.main_first(|| ensure_model(cfg))?;
         configure_threads(cfg)?;
+        let mut model = trained_model::load(cfg, resume_from.as_deref(), &device, compute_dtype)?;
+        // Every checkpoint carries the tokenizer files of the base.
         let model_dir = resume_from.clone().unwrap_or_else(|| cfg.model.path.clone());
-        let mut model = CausalLm::from_pretrained(&model_dir, &device, compute_dtype)
-            .with_context(|| format!("loading the model from {}", model_dir.display()))?;
         model.set_kernels(cfg.kernels).context("kernels")?;
         if main {
             write_file_atomic(&run_dir.join("config.yaml"), cfg.to_yaml()?.as_bytes())?;
@@ -258,6 +259,7 @@ impl<'a> Trainer<'a> {
         let metrics = match &resume_from {
             Some(dir) => {
                 let state = super::resume::restore(dir, &mut optimizer, &model, &mut sampler, &device, main)?;
+                trained_model::restore_random_state(&model, &state.rng).with_context(|| format!("resuming from {}", dir.display()))?;
                 guard = state.guard.clone();
                 counters = Counters::from_state(&state);
                 if main {
@@ -358,7 +360,14 @@ impl<'a> Trainer<'a> {
     fn forward_backward(&self, micro_batches: &[MicroBatch]) -> Result<LocalGradients> {
         let step_micro_batches = self.micro_batches * self.world.size();
         self.optimizer.set_micro_batch_scale(1.0 / step_micro_batches as f64);
-        forward_backward(&self.model, trainable(&self.model), micro_batches, step_micro_batches)
+        // Adapter dropout draws one mask set per micro-batch, numbered over all ranks: this
+        // rank's micro-batches are the step's `[rank*A, (rank+1)*A)` (`RankSlice`), so they
+        // draw the masks one process would draw for them, at any world size.
+        let draws = self.model.lora_dropout_draws();
+        self.model.set_lora_dropout_draws(draws + (self.world.rank() * self.micro_batches) as u64);
+        let local = forward_backward(&self.model, trainable(&self.model), micro_batches, step_micro_batches);
+        self.model.set_lora_dropout_draws(draws + step_micro_batches as u64);
+        local
     }
 
     /// The step's losses from what the micro-batches left: one process holds the whole
@@ -534,7 +543,7 @@ impl<'a> Trainer<'a> {
         scheduled || ending.is_some() || (last && self.cfg.checkpoint.at_end)
     }
 
-    /// Writes a checkpoint: the model in HF layout plus optimiser, sampler, guard and
+    /// Writes a checkpoint: the model (`trained_model::save`) plus optimiser, sampler, guard and
     /// counters (`checkpoint::Checkpoints`, atomic). The one place a run writes its state.
     fn checkpoint(&mut self) -> Result<()> {
         let cfg = self.cfg;
@@ -545,26 +554,18 @@ impl<'a> Trainer<'a> {
             schedule_position: self.schedule.position(self.counters.step, self.counters.tokens),
             lr: self.counters.lr,
             optimizer_steps: self.counters.optimizer_steps,
-            // The loop draws no random numbers of its own: all randomness lives in the sampler
-            // state (shuffles) and the model init seed.
-            rng: serde_json::json!({ "seed": cfg.run.seed }),
+            rng: trained_model::random_state(cfg, &self.model),
             guard: self.guard.clone(),
             sampler: serde_json::to_value(self.sampler.state())?,
             config: serde_json::to_value(cfg)?,
             elapsed_s: self.elapsed(),
         };
-        let save = SaveOptions {
-            dtype: cfg.checkpoint.dtype.to_candle(),
-            max_shard_bytes: cfg.checkpoint.max_shard_bytes.get(),
-            assets_from: Some(cfg.model.path.clone()),
-        };
         let model = &self.model;
         // With sharded state the f32 masters are gathered from every rank (a collective).
         let weights = self.optimizer.weights_for_save()?;
-        let dir = self.checkpoints.save_parallel(&self.world, &state, &self.optimizer, |dir| match &weights {
-            Some(w) => model.save_pretrained_tensors(dir, w, &save),
-            None => model.save_pretrained(dir, &save),
-        })?;
+        let dir = self
+            .checkpoints
+            .save_parallel(&self.world, &state, &self.optimizer, |dir| trained_model::save(cfg, model, dir, weights.as_deref()))?;
         self.log.println(&format!("checkpoint: {}", dir.display()));
         self.last_checkpoint = Some(dir);
         Ok(())
@@ -634,12 +635,6 @@ impl<'a> Trainer<'a> {
             ),
         }
     }
-}
-
-/// The parameters the optimiser updates and the backward collects gradients for: all of the
-/// model's f32 master weights (a `freeze:` phase masks some inside the optimiser).
-fn trainable(model: &CausalLm) -> &[(String, Var)] {
-    model.named_parameters()
 }
 
 /// Micro-batches each rank runs per step: `batch.grad_accum` counts them over all ranks,
