@@ -194,7 +194,6 @@ fn terms(input: &PlanInput, zero: ZeroStage, recompute: bool, micro_batch: usize
         return lora_terms(input, &lora, zero, recompute, micro_batch);
     }
     let n = counts(&input.model);
-    let w = input.devices.max(1) as f64;
     let c = bytes_of(input.compute);
     let cname = format!("{:?}", input.compute).to_lowercase();
     let mut t = Vec::new();
@@ -226,37 +225,8 @@ fn terms(input: &PlanInput, zero: ZeroStage, recompute: bool, micro_batch: usize
             };
         term("weight casts", casts * kept, format!("{c} B x {} ({cname} copies the graph keeps for the backward)", params_m(kept)));
     }
-    // Gradients: the backward's store and the accumulated sum.
-    let accumulating = input.grad_accum as f64 / w > 1.0 || w > 1.0;
     let grad_full = if zero == ZeroStage::Zero3 { n.rest + 2.0 * n.layer } else { n.total };
-    let grad_bytes = 4.0 * grad_full * if accumulating { 2.0 } else { 1.0 };
-    term(
-        "gradients",
-        grad_bytes,
-        format!(
-            "4 B x {}{}",
-            params_m(grad_full),
-            if accumulating { " x 2 (the backward's store and the step's sum)" } else { " (f32)" }
-        ),
-    );
-    let sharded = zero != ZeroStage::Zero0;
-    if sharded {
-        term("gradient shards", 4.0 * n.total / w, format!("4 B x {} / {} ranks (reduce-scattered)", params_m(n.total), w));
-        term("master weights", 4.0 * n.total / w, format!("4 B x {} / {} ranks (f32)", params_m(n.total), w));
-    }
-    let shards = if sharded { w } else { 1.0 };
-    if input.moments > 0 {
-        term(
-            "optimiser moments",
-            4.0 * input.moments as f64 * n.total / shards,
-            format!("{} x 4 B x {} / {} (f32)", input.moments, params_m(n.total), shards),
-        );
-    }
-    term(
-        "update temporaries",
-        4.0 * (1 + input.moments) as f64 * n.largest / shards,
-        format!("(1 + {}) x 4 B x the largest tensor's {} / {}", input.moments, params_m(n.largest), shards),
-    );
+    let sharded = optimizer_terms(input, zero, Trained { gradients: grad_full, params: n.total, largest: n.largest }, &mut term);
     activation_term(input, recompute, micro_batch, &mut term);
     if input.devices > 1 {
         let unit = if sharded { n.largest_unit } else { 0.0 };
@@ -267,6 +237,52 @@ fn terms(input: &PlanInput, zero: ZeroStage, recompute: bool, micro_batch: usize
         );
     }
     t
+}
+
+/// Parameter counts behind the gradient and optimiser terms.
+struct Trained {
+    /// Full gradients alive at once (ZeRO-3: the resident parameters and two layers).
+    gradients: f64,
+    /// Parameters the optimiser updates (sharded over ranks from ZeRO-1 on).
+    params: f64,
+    /// The largest of them (the update's temporaries).
+    largest: f64,
+}
+
+/// Gradients, their shards, master weights, moments and the update's temporaries; returns
+/// whether the state is sharded.
+fn optimizer_terms(input: &PlanInput, zero: ZeroStage, n: Trained, term: &mut impl FnMut(&'static str, f64, String)) -> bool {
+    let w = input.devices.max(1) as f64;
+    // Gradients: the backward's store and the accumulated sum.
+    let accumulating = input.grad_accum as f64 / w > 1.0 || w > 1.0;
+    term(
+        "gradients",
+        4.0 * n.gradients * if accumulating { 2.0 } else { 1.0 },
+        format!(
+            "4 B x {}{}",
+            params_m(n.gradients),
+            if accumulating { " x 2 (the backward's store and the step's sum)" } else { " (f32)" }
+        ),
+    );
+    let sharded = zero != ZeroStage::Zero0;
+    if sharded {
+        term("gradient shards", 4.0 * n.params / w, format!("4 B x {} / {} ranks (reduce-scattered)", params_m(n.params), w));
+        term("master weights", 4.0 * n.params / w, format!("4 B x {} / {} ranks (f32)", params_m(n.params), w));
+    }
+    let shards = if sharded { w } else { 1.0 };
+    if input.moments > 0 {
+        term(
+            "optimiser moments",
+            4.0 * input.moments as f64 * n.params / shards,
+            format!("{} x 4 B x {} / {} (f32)", input.moments, params_m(n.params), shards),
+        );
+    }
+    term(
+        "update temporaries",
+        4.0 * (1 + input.moments) as f64 * n.largest / shards,
+        format!("(1 + {}) x 4 B x the largest tensor's {} / {}", input.moments, params_m(n.largest), shards),
+    );
+    sharded
 }
 
 /// The activations a micro-batch keeps for its backward (the same with or without LoRA:
@@ -303,7 +319,6 @@ fn activation_term(input: &PlanInput, recompute: bool, micro_batch: usize, term:
 fn lora_terms(input: &PlanInput, lora: &LoraCounts, zero: ZeroStage, recompute: bool, micro_batch: usize) -> Vec<Term> {
     let n = counts(&input.model);
     let p = lora.trainable();
-    let w = input.devices.max(1) as f64;
     let c = bytes_of(input.compute);
     let cname = format!("{:?}", input.compute).to_lowercase();
     let mut t = Vec::new();
@@ -316,30 +331,7 @@ fn lora_terms(input: &PlanInput, lora: &LoraCounts, zero: ZeroStage, recompute: 
         4.0 * p,
         format!("4 B x ({} adapter + {} saved-module parameters) (f32)", params_m(lora.adapters), params_m(lora.saved)),
     );
-    let accumulating = input.grad_accum as f64 / w > 1.0 || w > 1.0;
-    term(
-        "gradients",
-        4.0 * p * if accumulating { 2.0 } else { 1.0 },
-        format!("4 B x {}{}", params_m(p), if accumulating { " x 2 (the backward's store and the step's sum)" } else { " (f32)" }),
-    );
-    let sharded = zero != ZeroStage::Zero0;
-    if sharded {
-        term("gradient shards", 4.0 * p / w, format!("4 B x {} / {} ranks (reduce-scattered)", params_m(p), w));
-        term("master weights", 4.0 * p / w, format!("4 B x {} / {} ranks (f32)", params_m(p), w));
-    }
-    let shards = if sharded { w } else { 1.0 };
-    if input.moments > 0 {
-        term(
-            "optimiser moments",
-            4.0 * input.moments as f64 * p / shards,
-            format!("{} x 4 B x {} / {} (f32)", input.moments, params_m(p), shards),
-        );
-    }
-    term(
-        "update temporaries",
-        4.0 * (1 + input.moments) as f64 * lora.largest / shards,
-        format!("(1 + {}) x 4 B x the largest trainable tensor's {} / {}", input.moments, params_m(lora.largest), shards),
-    );
+    let sharded = optimizer_terms(input, zero, Trained { gradients: p, params: p, largest: lora.largest }, &mut term);
     activation_term(input, recompute, micro_batch, &mut term);
     if input.devices > 1 {
         let unit = if sharded { lora.largest } else { 0.0 };
