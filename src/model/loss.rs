@@ -27,9 +27,20 @@ pub fn token_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             "token_nll: target id {m} is outside the vocabulary ({v})"
         );
     }
+    let x = logits.to_dtype(DType::F32)?;
+    if x.device().is_cpu() {
+        // The same f32 operations as `token_nll_composed` in one op: the same bits with a
+        // fraction of the memory traffic (`kernels::token_nll`).
+        return Ok(crate::kernels::token_nll::token_nll_cpu(&x, &targets)?);
+    }
+    token_nll_composed(&x, &targets)
+}
+
+/// [`token_nll`] composed from candle primitives (any device), without the checks: f32
+/// logits `[B, T, V]`, u32 targets `[B, T]` inside the vocabulary.
+pub fn token_nll_composed(x: &Tensor, targets: &Tensor) -> Result<Tensor> {
     // nll = logsumexp(x) - x[target], without materialising the [B, T, V] log-softmax:
     // one shifted copy and its exp are the only vocabulary-sized intermediates.
-    let x = logits.to_dtype(DType::F32)?;
     let max = x.max_keepdim(D::Minus1)?.detach();
     let lse = x
         .broadcast_sub(&max)?
