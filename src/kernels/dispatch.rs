@@ -174,6 +174,12 @@ pub fn token_nll_from_hidden(
         bail!("token_nll: hidden states are [{b}, {t}, {h}] but targets are {:?}", targets.dims())
     }
     match mode {
+        KernelMode::Composed if hidden.device().is_cpu() => {
+            // `ops::linear` without its last reshape: the `[B*T, V]` logits go straight into
+            // the loss op (same values, one vocabulary-sized pass less in the backward).
+            let logits = hidden.reshape((b * t, h))?.matmul(&head.t()?)?.to_dtype(DType::F32)?;
+            Ok(loss::token_nll_rows(&logits, &targets.flatten_all()?)?.reshape((b, t))?)
+        }
         KernelMode::Composed => loss::token_nll(&ops::linear(hidden, head, None)?.to_dtype(DType::F32)?, targets),
         KernelMode::Fused => {
             let nll = super::cross_entropy::chunked_cross_entropy(

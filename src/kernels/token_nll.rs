@@ -23,15 +23,15 @@ use rayon::prelude::*;
 
 use super::host::{tensor_f32_cpu, tensor_u32_cpu};
 
-/// Per-token NLL `[B, T]` of `targets` (`[B, T]` u32) under f32 CPU `logits` (`[B, T, V]`);
-/// gradients flow to `logits`. The caller checks that targets are inside the vocabulary.
+/// Per-token NLL `[..]` of `targets` (`[..]` u32) under f32 CPU `logits` (`[.., V]`);
+/// gradients flow to `logits`.
 pub fn token_nll_cpu(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.dtype() != DType::F32 || !logits.device().is_cpu() {
         bail!("token_nll_cpu: expected f32 CPU logits, got {:?} on {:?}", logits.dtype(), logits.device())
     }
-    let (b, t, _) = logits.dims3()?;
-    if targets.dims() != [b, t] || targets.dtype() != DType::U32 {
-        bail!("token_nll_cpu: targets must be [{b}, {t}] u32, got {:?} {:?}", targets.dims(), targets.dtype())
+    let rows = &logits.dims()[..logits.rank().saturating_sub(1)];
+    if logits.rank() < 2 || targets.dims() != rows || targets.dtype() != DType::U32 {
+        bail!("token_nll_cpu: logits {:?} need targets {rows:?} u32, got {:?} {:?}", logits.dims(), targets.dims(), targets.dtype())
     }
     logits.contiguous()?.apply_op2(&targets.contiguous()?, TokenNll::default())
 }
@@ -103,7 +103,7 @@ impl CustomOp2 for TokenNll {
         let (Some((x0, x1)), Some((t0, t1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
             bail!("token-nll: expected contiguous inputs")
         };
-        let vocab = *l1.dims().last().expect("rank 3");
+        let vocab = *l1.dims().last().expect("rank checked");
         let (saved, nll) = forward(&s1.as_slice::<f32>()?[x0..x1], s2.as_slice::<u32>()?[t0..t1].to_vec(), vocab)?;
         *self.saved.lock().expect("token-nll state") = Some(saved);
         let dims = l1.dims();
@@ -111,7 +111,7 @@ impl CustomOp2 for TokenNll {
     }
 
     fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let vocab = logits.dim(2)?;
+        let vocab = logits.dim(candle_core::D::Minus1)?;
         // The forward's values, or (for a second backward over the same graph) made again.
         let saved = match self.saved.lock().expect("token-nll state").take() {
             Some(saved) => saved,
