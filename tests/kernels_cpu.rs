@@ -515,3 +515,56 @@ fn rms_norm_weight_gradient_is_deterministic() {
         assert!(again == first, "the RMSNorm weight gradient changed between identical runs");
     }
 }
+
+/// The bits of an f32 tensor (so -0.0 and +0.0 differ, and NaNs compare).
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+}
+
+#[test]
+fn token_nll_cpu_op_has_the_bits_of_the_composed_loss() {
+    // Wide logits (exp underflows to 0 in places), ties for the maximum, and an upstream
+    // gradient with positive, negative and zero weights.
+    let (b, t, v) = (3, 5, 37);
+    let mut logits = (randn(&[b, t, v], 11, DType::F32) * 60.0).unwrap().to_vec3::<f32>().unwrap();
+    logits[0][0][3] = 90.0;
+    logits[0][0][9] = 90.0;
+    logits[1][2] = vec![0.5; v];
+    // One logit far above the rest: exp(x - max) is exactly 0 elsewhere in the row, and the
+    // row's weight is negative, so the gradient's zeros must come out as +0 as they do in
+    // candle's accumulation.
+    logits[2][1][0] = 500.0;
+    let logits = Tensor::new(logits, &Device::Cpu).unwrap();
+    let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + 3) % v as u32).collect();
+    let mut targets = Tensor::from_vec(targets, (b, t), &Device::Cpu).unwrap();
+    targets = targets.slice_assign(&[0..1, 0..1], &Tensor::new(&[[9u32]], &Device::Cpu).unwrap()).unwrap();
+    let weights: Vec<f32> = (0..b * t).map(|i| [1.0 / 15.0, -0.25, 0.0, 2.5, -1e-3][i % 5]).collect();
+    let weights = Tensor::from_vec(weights, (b, t), &Device::Cpu).unwrap();
+
+    // 0: the composition, 1: the CPU op, 2: the CPU op over [B*T, V] rows.
+    let run = |variant: usize| {
+        let x = Var::from_tensor(&logits).unwrap();
+        let nll = match variant {
+            0 => cpt::model::loss::token_nll_composed(x.as_tensor(), &targets).unwrap(),
+            1 => cpt::model::token_nll(x.as_tensor(), &targets).unwrap(),
+            _ => {
+                let rows = x.as_tensor().reshape((b * t, v)).unwrap();
+                let nll = cpt::model::loss::token_nll_rows(&rows, &targets.flatten_all().unwrap()).unwrap();
+                nll.reshape((b, t)).unwrap()
+            }
+        };
+        let loss = (nll.clone() * &weights).unwrap().sum_all().unwrap();
+        let first = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        // A second backward over the same graph gives the same gradient.
+        let second = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        (nll, first, second)
+    };
+    let (nll_c, grad_c, again_c) = run(0);
+    for variant in [1, 2] {
+        let (nll_f, grad_f, again_f) = run(variant);
+        assert_eq!(bits(&nll_f), bits(&nll_c), "token NLL ({variant})");
+        assert_eq!(bits(&grad_f), bits(&grad_c), "gradient of the logits ({variant})");
+        assert_eq!(bits(&again_f), bits(&again_c), "gradient of a second backward ({variant})");
+    }
+    assert!(bits(&grad_c).iter().any(|&x| x == 0), "the case has exactly-zero gradients");
+}

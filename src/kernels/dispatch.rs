@@ -174,11 +174,14 @@ pub fn token_nll_from_hidden(
         bail!("token_nll: hidden states are [{b}, {t}, {h}] but targets are {:?}", targets.dims())
     }
     match mode {
-        KernelMode::Composed => {
-            // A frozen head (LoRA) gets no gradient.
-            let logits = if head.track_op() { ops::linear(hidden, head, None)? } else { super::frozen_linear::frozen_linear(hidden, head, None)? };
-            loss::token_nll(&logits.to_dtype(DType::F32)?, targets)
+        KernelMode::Composed if hidden.device().is_cpu() => {
+            // `ops::linear` without its last reshape: the `[B*T, V]` logits go straight into
+            // the loss op (same values, one vocabulary-sized pass less in the backward).
+            let rows = hidden.reshape((b * t, h))?;
+            let logits = if head.track_op() { rows.matmul(&head.t()?)? } else { head_logits(&rows, head)? }.to_dtype(DType::F32)?;
+            Ok(loss::token_nll_rows(&logits, &targets.flatten_all()?)?.reshape((b, t))?)
         }
+        KernelMode::Composed => loss::token_nll(&head_logits(hidden, head)?.to_dtype(DType::F32)?, targets),
         KernelMode::Fused => {
             let nll = super::cross_entropy::chunked_cross_entropy(
                 &hidden.reshape((b * t, h))?,
@@ -189,4 +192,9 @@ pub fn token_nll_from_hidden(
             Ok(nll.reshape((b, t))?)
         }
     }
+}
+
+/// `x head^T`; a frozen head (LoRA without a saved `lm_head`) gets no gradient.
+fn head_logits(x: &Tensor, head: &Tensor) -> Result<Tensor> {
+    Ok(if head.track_op() { ops::linear(x, head, None)? } else { super::frozen_linear::frozen_linear(x, head, None)? })
 }

@@ -38,6 +38,7 @@ pub mod recompute;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
+pub mod token_nll;
 
 use serde::{Deserialize, Serialize};
 
