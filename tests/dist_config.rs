@@ -36,6 +36,10 @@ fn the_parallel_section_is_validated_by_field_path() {
     let e = err(MINIMAL, &["parallel.nccl_bootstrap=file"]);
     assert!(e.contains("parallel.nccl_id_file: needed with nccl_bootstrap: file"), "{e}");
     assert!(parse_config(MINIMAL, "run.yaml", &["parallel.zero=3".into(), "kernels.recompute=true".into()]).is_ok());
+    // ZeRO-3 shards trainable decoder weights, which a LoRA run does not have.
+    let e = err(MINIMAL, &["parallel.zero=3", "kernels.recompute=true", "lora.rank=8"]);
+    assert!(e.contains("parallel.zero: 3 shards trainable decoder weights; a LoRA run"), "{e}");
+    assert!(parse_config(MINIMAL, "run.yaml", &["parallel.zero=1".into(), "lora.rank=8".into()]).is_ok());
 }
 
 #[test]

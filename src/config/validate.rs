@@ -129,6 +129,11 @@ impl TrainConfig {
                 };
                 check(saves, "freeze", "with lora, list embed_tokens and/or lm_head in lora.modules_to_save for their new rows to train");
             }
+            check(
+                self.parallel.zero != crate::dist::config::ZeroStage::Zero3,
+                "parallel.zero",
+                "3 shards trainable decoder weights; a LoRA run trains adapters over a frozen base (use zero 0 or 1)",
+            );
         }
 
         let g = &self.guard;
