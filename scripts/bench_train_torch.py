@@ -107,6 +107,7 @@ def main():
         lora = {"rank": args.lora_rank, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                 "targets": args.lora_targets}
     model, opt = model_and_optimizer(args.model, args.lr, args.weight_decay, lora)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     data = windows(load_tokens(args.shard), args.micro_batch, args.seq_len)
     vocab = model.config.vocab_size
 

@@ -568,3 +568,45 @@ fn token_nll_cpu_op_has_the_bits_of_the_composed_loss() {
     }
     assert!(bits(&grad_c).iter().any(|&x| x == 0), "the case has exactly-zero gradients");
 }
+
+#[test]
+fn masked_softmax_cpu_op_has_the_bits_of_the_composed_softmax() {
+    // Attention scores with ties for the maximum, a row where one score dominates (exp is
+    // exactly 0 elsewhere), under a causal -inf mask [T, S] and a document mask
+    // [B, 1, T, S] of -1e30, and an upstream gradient with positive, negative and zero weights.
+    let (b, h, t) = (2, 3, 7);
+    let mut flat = (randn(&[b * h * t, t], 5, DType::F32) * 8.0).unwrap().to_vec2::<f32>().unwrap();
+    flat[6][..4].copy_from_slice(&[3.0, 3.0, 3.0, 3.0]);
+    flat[13][0] = 300.0;
+    flat[20] = vec![0.25; t];
+    let scores = Tensor::new(flat, &Device::Cpu).unwrap().reshape((b, h, t, t)).unwrap();
+    let weights = (randn(&[b, h, t, t], 9, DType::F32) * 2.0).unwrap();
+    let keep = randn(&[b, h, t, t], 10, DType::F32).ge(-0.5).unwrap().to_dtype(DType::F32).unwrap();
+    let weights = (weights * keep).unwrap();
+    let causal = ops::causal_mask(t, &Device::Cpu).unwrap();
+    let segments = Tensor::new(&[[0u32, 0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 2, 2, 2]], &Device::Cpu).unwrap();
+    let document = ops::document_mask(&segments).unwrap();
+
+    for (name, mask) in [("causal", &causal), ("document", &document)] {
+        // 0: the composition, 1: the CPU op.
+        let run = |variant: usize| {
+            let x = Var::from_tensor(&scores).unwrap();
+            let probs = match variant {
+                0 => ops::masked_softmax_composed(x.as_tensor(), mask).unwrap(),
+                _ => ops::masked_softmax(x.as_tensor(), mask).unwrap(),
+            };
+            let loss = (probs.clone() * &weights).unwrap().sum_all().unwrap();
+            let first = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+            // A second backward over the same graph gives the same gradient.
+            let second = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+            (probs, first, second)
+        };
+        let (p_c, grad_c, again_c) = run(0);
+        let (p_f, grad_f, again_f) = run(1);
+        assert_eq!(bits(&p_f), bits(&p_c), "{name}: probabilities");
+        assert_eq!(bits(&grad_f), bits(&grad_c), "{name}: gradient of the scores");
+        assert_eq!(bits(&again_f), bits(&again_c), "{name}: gradient of a second backward");
+        assert_eq!(bits(&again_c), bits(&grad_c), "{name}: the composition's second backward");
+        assert!(bits(&grad_c).iter().any(|&x| x == 0), "{name}: the case has exactly-zero gradients");
+    }
+}

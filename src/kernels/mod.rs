@@ -33,6 +33,7 @@ pub mod dispatch;
 pub mod frozen_linear;
 mod host;
 pub mod lora_linear;
+pub mod masked_softmax;
 mod precomputed;
 pub mod recompute;
 pub mod rms_norm;

@@ -52,7 +52,7 @@ struct TokenNll {
 
 /// Rows in parallel when candle's matmul is (`RAYON_NUM_THREADS`, see `util::threads`), so a
 /// one-thread run never wakes rayon's workers.
-fn for_each_row<T: Send>(items: &mut [T], vocab_chunks: &mut [f32], vocab: usize, f: impl Fn(usize, &mut T, &mut [f32]) + Sync + Send) {
+pub(crate) fn for_each_row<T: Send>(items: &mut [T], vocab_chunks: &mut [f32], vocab: usize, f: impl Fn(usize, &mut T, &mut [f32]) + Sync + Send) {
     if candle_core::utils::get_num_threads() > 1 {
         items.par_iter_mut().zip(vocab_chunks.par_chunks_mut(vocab)).enumerate().for_each(|(r, (item, row))| f(r, item, row));
     } else {
