@@ -5,13 +5,13 @@
 #
 # usage: scripts/bench_train_cpu.sh            (builds target/release/cpt if missing)
 # env:   CPT=path/to/cpt  PYTHON=python3  KEEP=1 (keep the work directory)
-#        TINY_STEPS=40 SMALL_STEPS=6 WARMUP=3 THREADS_SMALL=$(nproc)
+#        TINY_STEPS=40 SMALL_STEPS=6 WARMUP=3 THREADS_TINY=1 THREADS_SMALL=$(nproc)
 #
 # Prints a markdown table: mean (median) step time and tokens/s over the steps after the
 # first WARMUP, and cpt's tokens/s over torch's. Rows: preset threads micro_batch seq_len
-# grad_accum. tiny runs on 1 thread (cpt's default
-# for models under 20M parameters), once without and once with gradient accumulation;
-# small-100m on all cores.
+# grad_accum. tiny runs on THREADS_TINY threads (default 1, cpt's default for models under
+# 20M parameters; THREADS_TINY=2 gives both tools 2 threads), once without and once with
+# gradient accumulation; small-100m on THREADS_SMALL (default all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,7 @@ PYTHON=${PYTHON:-python3}
 TINY_STEPS=${TINY_STEPS:-40}
 SMALL_STEPS=${SMALL_STEPS:-6}
 WARMUP=${WARMUP:-3}
+THREADS_TINY=${THREADS_TINY:-1}
 THREADS_SMALL=${THREADS_SMALL:-$(nproc)}
 if [[ -z "${CPT:-}" ]]; then
     CPT="${CARGO_TARGET_DIR:-target}/release/cpt"
@@ -78,8 +79,8 @@ run_row() { # preset threads micro_batch seq_len grad_accum steps
     ROWS+=("$preset|$threads|$mb|$seq|$ga|$cpt_json|$torch_json")
 }
 
-run_row tiny 1 8 128 1 "$TINY_STEPS"
-run_row tiny 1 8 128 4 "$((TINY_STEPS / 2))"      # the same with gradient accumulation
+run_row tiny "$THREADS_TINY" 8 128 1 "$TINY_STEPS"
+run_row tiny "$THREADS_TINY" 8 128 4 "$((TINY_STEPS / 2))"      # the same with gradient accumulation
 run_row small-100m "$THREADS_SMALL" 2 256 1 "$SMALL_STEPS"
 
 echo
