@@ -10,6 +10,7 @@
 # env:   CPT=path/to/cpt  PYTHON=python3  STEPS=12 WARMUP=3 MB=4 SEQ=256 KEEP=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_config.sh
 
 PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-12}
@@ -27,25 +28,8 @@ echo "work directory: $WORK" >&2
 "$CPT" init --preset small-10m --out "$WORK/model" --train-tokenizer corpus/sample/plain/*.txt --vocab-size 8192 >&2
 
 write_config() { # name zero recompute
-    cat > "$WORK/$1.yaml" <<YAML
-run: {out_dir: $WORK/run-$1, seed: 0, device: cpu, dtype: f32, cpu_threads: 1}
-model: {path: $WORK/model}
-data:
-  cache_dir: $WORK/data-cache
-  sources:
-    - {name: sample, paths: ["corpus/sample/zh/*.jsonl", "corpus/sample/en/*.jsonl", "corpus/sample/synthetic/*.jsonl"]}
-  sampler: {max_repeats: null}
-  validation: {fraction: 0.0}
-optim: {kind: adamw, lr: 3.0e-4, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1, grad_clip: 1.0}
-schedule: {kind: constant}
-batch: {micro_batch: $MB, seq_len: $SEQ, grad_accum: 2}
-train: {max_steps: $STEPS}
-checkpoint: {at_end: false}
-logging: {every_steps: 1, tensorboard: false, progress_bar: false}
-guard: {spike_sigma: null}
-kernels: {recompute: $3}
-parallel: {zero: $2}
-YAML
+    bench_config "$WORK/$1.yaml" "$WORK/run-$1" "$WORK/model" 1 "$MB" "$SEQ" 2 "$STEPS" "kernels: {recompute: $3}
+parallel: {zero: $2}"
 }
 
 ROWS=()

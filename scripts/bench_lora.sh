@@ -18,6 +18,7 @@
 # the weights, less than a step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_config.sh
 
 PYTHON=${PYTHON:-python3}
 PRESET=${PRESET:-small-100m}
@@ -44,24 +45,7 @@ echo "work directory: $WORK" >&2
 "$CPT" init --preset "$PRESET" --out "$WORK/model" --tokenizer "$WORK/tok" --vocab-size "${VOCAB:-32000}" >&2
 
 write_config() { # name extra-yaml
-    cat > "$WORK/$1.yaml" <<YAML
-run: {out_dir: $WORK/run-$1, seed: 0, device: cpu, dtype: f32, cpu_threads: $THREADS}
-model: {path: $WORK/model}
-data:
-  cache_dir: $WORK/data-cache
-  sources:
-    - {name: sample, paths: ["corpus/sample/zh/*.jsonl", "corpus/sample/en/*.jsonl", "corpus/sample/synthetic/*.jsonl"]}
-  sampler: {max_repeats: null}
-  validation: {fraction: 0.0}
-optim: {kind: adamw, lr: 3.0e-4, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1, grad_clip: 1.0}
-schedule: {kind: constant}
-batch: {micro_batch: $MB, seq_len: $SEQ, grad_accum: 1}
-train: {max_steps: $STEPS}
-checkpoint: {at_end: false}
-logging: {every_steps: 1, tensorboard: false, progress_bar: false}
-guard: {spike_sigma: null}
-$2
-YAML
+    bench_config "$WORK/$1.yaml" "$WORK/run-$1" "$WORK/model" "$THREADS" "$MB" "$SEQ" 1 "$STEPS" "$2"
 }
 
 ROWS=()

@@ -14,6 +14,7 @@
 # gradient accumulation; small-100m on THREADS_SMALL (default all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_config.sh
 
 PYTHON=${PYTHON:-python3}
 TINY_STEPS=${TINY_STEPS:-40}
@@ -38,23 +39,7 @@ echo "work directory: $WORK" >&2
 
 # A training config over the sample corpus; everything but the timing is switched off.
 write_config() { # preset threads micro_batch seq_len grad_accum steps
-    cat > "$WORK/$1-ga$5.yaml" <<YAML
-run: {out_dir: $WORK/run-$1-ga$5, seed: 0, device: cpu, dtype: f32, cpu_threads: $2}
-model: {path: $WORK/$1}
-data:
-  cache_dir: $WORK/data-cache
-  sources:
-    - {name: sample, paths: ["corpus/sample/zh/*.jsonl", "corpus/sample/en/*.jsonl", "corpus/sample/synthetic/*.jsonl"]}
-  sampler: {max_repeats: null}
-  validation: {fraction: 0.0}
-optim: {kind: adamw, lr: 3.0e-4, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 0.1, grad_clip: 1.0}
-schedule: {kind: constant}
-batch: {micro_batch: $3, seq_len: $4, grad_accum: $5}
-train: {max_steps: $6}
-checkpoint: {at_end: false}
-logging: {every_steps: 1, tensorboard: false, progress_bar: false}
-guard: {spike_sigma: null}
-YAML
+    bench_config "$WORK/$1-ga$5.yaml" "$WORK/run-$1-ga$5" "$WORK/$1" "$2" "$3" "$4" "$5" "$6"
 }
 
 # mean step time and tokens/s of cpt from metrics.jsonl, steps after the warm-up
